@@ -1,0 +1,31 @@
+# The two commands a new user needs: `make demo` and `make test`. Each builds what it needs.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+export HF_HUB_OFFLINE ?= 1
+export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
+
+.PHONY: setup demo test test-unit test-integration lint clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(PY) -m orchestrator demo $(DEMO_ARGS)
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test-unit: setup
+	$(PY) -m pytest -m unit -q
+
+test-integration: setup
+	$(PY) -m pytest -m integration -q
+
+test: setup lint
+	$(PY) -m pytest -q --durations=15
+
+clean:
+	rm -rf var .venv .venv-labelstudio .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""Label Studio integration: run a local server, push chats as tasks, pull annotations.
+
+Deliberately free of torch/Celery/SQLModel and of other sentiloop packages so it can be
+used (and tested) on its own.
+"""
+
+from labeling.client import (
+    IMPORT_CHUNK_SIZE,
+    AnnotationOut,
+    LabelStudioClient,
+    PredictionIn,
+    TaskIn,
+    next_cursor,
+)
+from labeling.config import FROM_NAME, LABEL_CHOICES, LABEL_CONFIG, TO_NAME
+from labeling.errors import (
+    LabelingError,
+    LabelStudioAuthError,
+    LabelStudioStartError,
+    LabelStudioUnavailable,
+)
+from labeling.server import STATE_FILE, LabelStudioServer, clean_env, copy_data_dir, parse_port
+
+__all__ = [
+    "FROM_NAME",
+    "IMPORT_CHUNK_SIZE",
+    "LABEL_CHOICES",
+    "LABEL_CONFIG",
+    "STATE_FILE",
+    "TO_NAME",
+    "AnnotationOut",
+    "LabelStudioAuthError",
+    "LabelStudioClient",
+    "LabelStudioServer",
+    "LabelStudioStartError",
+    "LabelStudioUnavailable",
+    "LabelingError",
+    "PredictionIn",
+    "TaskIn",
+    "clean_env",
+    "copy_data_dir",
+    "next_cursor",
+    "parse_port",
+]

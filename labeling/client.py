@@ -1,0 +1,398 @@
+"""Thin, typed wrapper around the Label Studio SDK for the sentiloop loop.
+
+It speaks only sentiloop's vocabulary (chats, sentiment labels, model predictions), maps
+transport/auth failures to our own exceptions with actionable messages, and pulls
+annotations incrementally with a server-side filter so each poll stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, cast
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from labeling.config import FROM_NAME, LABEL_CHOICES, LABEL_CONFIG, TO_NAME
+from labeling.errors import LabelingError, LabelStudioAuthError, LabelStudioUnavailable
+
+__all__ = [
+    "IMPORT_CHUNK_SIZE",
+    "AnnotationOut",
+    "LabelStudioClient",
+    "PredictionIn",
+    "TaskIn",
+    "next_cursor",
+]
+
+logger = logging.getLogger(__name__)
+
+IMPORT_CHUNK_SIZE = 500
+"""Tasks per import request: keeps each request small while staying fast (~0.2 s / 200)."""
+
+_PAGE_SIZE = 500
+_LS_DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # the only format Datetime filters accept
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionIn:
+    """The model's guess, shown to annotators as a pre-annotation.
+
+    ``score`` is the model's confidence in ``label`` (0..1), stored as Label Studio's
+    prediction score so annotators can sort/filter by it.
+    """
+
+    label: str
+    score: float
+    model_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskIn:
+    """One chat to label. ``meta`` is a short human-readable line (channel, time)."""
+
+    chat_id: str
+    text: str
+    meta: str
+    prediction: PredictionIn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationOut:
+    """One annotation as pulled back; upsert by ``annotation_id``.
+
+    ``label`` is None for skipped (cancelled) annotations or unknown choices.
+    """
+
+    annotation_id: int
+    task_id: int
+    chat_id: str
+    label: str | None
+    annotator: str | None
+    created_at: datetime
+    updated_at: datetime
+    cancelled: bool
+
+
+def next_cursor(annotations: Sequence[AnnotationOut], previous: datetime | None) -> datetime | None:
+    """Cursor for the next ``annotations_since`` call after pulling ``annotations``.
+
+    The latest annotation ``updated_at`` is safe: Label Studio bumps the task's
+    ``updated_at`` after saving the annotation, so any later change is still >= it
+    (re-fetching the boundary tasks is harmless because callers upsert).
+    """
+    latest = max((a.updated_at for a in annotations), default=None)
+    if latest is None:
+        return previous
+    if previous is None:
+        return latest
+    return max(latest, previous)
+
+
+def _choices_result(label: str) -> list[dict[str, Any]]:
+    if label not in LABEL_CHOICES:
+        raise ValueError(f"unknown label {label!r}; expected one of {LABEL_CHOICES}")
+    return [
+        {
+            "from_name": FROM_NAME,
+            "to_name": TO_NAME,
+            "type": "choices",
+            "value": {"choices": [label]},
+        }
+    ]
+
+
+def _task_payload(task: TaskIn) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "data": {"text": task.text, "chat_id": task.chat_id, "meta": task.meta}
+    }
+    if task.prediction is not None:
+        pred = task.prediction
+        if not 0.0 <= pred.score <= 1.0:
+            raise ValueError(f"prediction score must be in [0, 1], got {pred.score}")
+        payload["predictions"] = [
+            {
+                "model_version": pred.model_version,
+                "score": float(pred.score),
+                "result": _choices_result(pred.label),
+            }
+        ]
+    return payload
+
+
+def _as_utc(value: Any) -> datetime:
+    """Parse SDK datetimes (sometimes datetime, sometimes ISO string) into aware UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise LabelingError(f"unexpected datetime value from Label Studio: {value!r}")
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _format_filter_datetime(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("cursor must be timezone-aware")
+    return value.astimezone(UTC).strftime(_LS_DATETIME_FORMAT)
+
+
+def _label_from_result(result: Any, annotation_id: int) -> str | None:
+    if not isinstance(result, list):
+        return None
+    for item in result:
+        if not isinstance(item, dict) or item.get("from_name") != FROM_NAME:
+            continue
+        choices = (item.get("value") or {}).get("choices") or []
+        if not choices:
+            continue
+        raw = str(choices[0])
+        if raw in LABEL_CHOICES:
+            return raw
+        if raw.lower() in LABEL_CHOICES:  # config edited in the UI without aliases
+            return raw.lower()
+        logger.warning("Annotation %d has unknown sentiment choice %r", annotation_id, raw)
+        return None
+    return None
+
+
+def _annotator(annotation: dict[str, Any]) -> str | None:
+    # Label Studio formats it as "<first> <last> <email>, <user id>".
+    name = annotation.get("created_username")
+    if isinstance(name, str) and name.strip():
+        return name.rsplit(",", 1)[0].strip() or None
+    completed_by = annotation.get("completed_by")
+    if isinstance(completed_by, dict):
+        completed_by = completed_by.get("email") or completed_by.get("id")
+    return None if completed_by is None else str(completed_by)
+
+
+class LabelStudioClient:
+    """Client for one Label Studio server; use as a context manager or call ``close()``."""
+
+    def __init__(self, url: str, token: str, *, timeout: float = 30, max_retries: int = 2) -> None:
+        """``max_retries`` covers connection errors and 5xx/429 with backoff (SDK default)."""
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(timeout=timeout)
+        self._ls = LabelStudio(  # type: ignore[no-untyped-call]
+            base_url=self.url,
+            api_key=token,
+            httpx_client=self._http,
+            max_retries=max_retries,
+        )
+
+    def __repr__(self) -> str:  # never show the token
+        return f"LabelStudioClient(url={self.url!r})"
+
+    def close(self) -> None:
+        """Release the HTTP connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> LabelStudioClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Translate SDK/httpx failures into LabelingError subclasses with clear messages."""
+        try:
+            yield
+        except httpx.TransportError as exc:  # ConnectError, timeouts, protocol errors
+            reason = str(exc) or type(exc).__name__
+            if isinstance(exc, httpx.ConnectError) and "refused" in reason.lower():
+                reason = "connection refused"
+            elif isinstance(exc, httpx.TimeoutException):
+                reason = f"timed out ({type(exc).__name__})"
+            raise LabelStudioUnavailable(self.url, reason) from exc
+        except ApiError as exc:
+            status = exc.status_code or 0
+            if status in (401, 403):
+                raise LabelStudioAuthError(self.url, status) from exc
+            body = str(exc.body)[:300]
+            raise LabelingError(
+                f"Label Studio at {self.url} failed to {action}: HTTP {status}: {body}"
+            ) from exc
+
+    def check(self) -> None:
+        """Fail fast with LabelStudioUnavailable / LabelStudioAuthError before real work."""
+        with self._errors("authenticate"):
+            self._ls.users.whoami()
+
+    def ensure_project(self, title: str, description: str = "") -> int:
+        """Return the id of the project with exactly ``title``, creating it if missing."""
+        with self._errors("list projects"):
+            projects: Iterator[Any] = iter(self._ls.projects.list(title=title, page_size=100))
+            for project in projects:
+                if project.title == title and project.id is not None:
+                    return int(project.id)
+        with self._errors("create project"):
+            created = self._ls.projects.create(
+                title=title, description=description, label_config=LABEL_CONFIG
+            )
+        if created.id is None:
+            raise LabelingError(f"Label Studio at {self.url} created a project without an id")
+        logger.info("Created Label Studio project %r (id %d)", title, created.id)
+        return int(created.id)
+
+    def import_tasks(self, project_id: int, tasks: Sequence[TaskIn]) -> list[int]:
+        """Create one task per chat (with the prediction as pre-annotation).
+
+        Returns task ids in input order. Label Studio does not de-duplicate: importing a
+        chat twice creates two tasks, so callers reconcile with ``tasks_by_chat_id``.
+        """
+        task_ids: list[int] = []
+        for start in range(0, len(tasks), IMPORT_CHUNK_SIZE):
+            chunk = tasks[start : start + IMPORT_CHUNK_SIZE]
+            payload = [_task_payload(task) for task in chunk]
+            with self._errors("import tasks"):
+                response = self._ls.projects.import_tasks(
+                    id=project_id, request=cast(Any, payload), return_task_ids=True
+                )
+            # task_ids is an extra field of the response model (return_task_ids=True)
+            ids = list(getattr(response, "task_ids", None) or [])
+            if len(ids) != len(chunk):
+                raise LabelingError(
+                    f"Label Studio at {self.url} returned {len(ids)} task ids "
+                    f"for {len(chunk)} imported tasks"
+                )
+            task_ids.extend(int(i) for i in ids)
+        logger.info("Imported %d tasks into project %d", len(task_ids), project_id)
+        return task_ids
+
+    def _iter_tasks(
+        self, project_id: int, *, fields: str, query: dict[str, Any] | None = None
+    ) -> Iterator[dict[str, Any]]:
+        with self._errors("list tasks"):
+            pager: Iterator[Any] = iter(
+                self._ls.tasks.list(
+                    project=project_id,
+                    fields=cast(Any, fields),
+                    page_size=_PAGE_SIZE,
+                    query=json.dumps(query) if query is not None else None,
+                )
+            )
+            for task in pager:
+                yield task.model_dump()
+
+    def tasks_by_chat_id(self, project_id: int) -> dict[str, list[int]]:
+        """Map every task's ``data.chat_id`` to its task ids (several if imported twice)."""
+        mapping: dict[str, list[int]] = {}
+        for task in self._iter_tasks(project_id, fields="task_only"):
+            chat_id = (task.get("data") or {}).get("chat_id")
+            if chat_id is None:
+                continue
+            mapping.setdefault(str(chat_id), []).append(int(task["id"]))
+        for ids in mapping.values():
+            ids.sort()
+        return mapping
+
+    def annotations_since(self, project_id: int, cursor: datetime | None) -> list[AnnotationOut]:
+        """Every annotation on tasks annotated or re-annotated at/after ``cursor``.
+
+        Filters server-side on the task's ``updated_at``, which Label Studio bumps both
+        when an annotation is created and when it is updated (``completed_at`` is not
+        changed by updates). Returns all annotations of matching tasks, so results may
+        overlap with the previous pull; upsert by ``annotation_id``. Use ``next_cursor``
+        to advance. ``cursor=None`` returns everything.
+        """
+        if cursor is None:
+            query: dict[str, Any] = {
+                "filters": {
+                    "conjunction": "or",
+                    "items": [
+                        {
+                            "filter": "filter:tasks:total_annotations",
+                            "operator": "greater",
+                            "type": "Number",
+                            "value": 0,
+                        },
+                        {
+                            "filter": "filter:tasks:cancelled_annotations",
+                            "operator": "greater",
+                            "type": "Number",
+                            "value": 0,
+                        },
+                    ],
+                }
+            }
+        else:
+            query = {
+                "filters": {
+                    "conjunction": "and",
+                    "items": [
+                        {
+                            "filter": "filter:tasks:updated_at",
+                            "operator": "greater_or_equal",
+                            "type": "Datetime",
+                            "value": _format_filter_datetime(cursor),
+                        }
+                    ],
+                }
+            }
+        out: list[AnnotationOut] = []
+        for task in self._iter_tasks(project_id, fields="all", query=query):
+            chat_id = str((task.get("data") or {}).get("chat_id", ""))
+            for annotation in task.get("annotations") or []:
+                annotation_id = int(annotation["id"])
+                cancelled = bool(annotation.get("was_cancelled"))
+                out.append(
+                    AnnotationOut(
+                        annotation_id=annotation_id,
+                        task_id=int(task["id"]),
+                        chat_id=chat_id,
+                        label=None
+                        if cancelled
+                        else _label_from_result(annotation.get("result"), annotation_id),
+                        annotator=_annotator(annotation),
+                        created_at=_as_utc(annotation["created_at"]),
+                        updated_at=_as_utc(annotation["updated_at"]),
+                        cancelled=cancelled,
+                    )
+                )
+        out.sort(key=lambda a: (a.updated_at, a.annotation_id))
+        logger.debug("Pulled %d annotations from project %d since %s", len(out), project_id, cursor)
+        return out
+
+    def annotate(self, task_id: int, label: str, *, lead_time: float | None = None) -> int:
+        """Annotate a task as the token's user (simulated annotator for demo and tests)."""
+        result = _choices_result(label)
+        with self._errors("create annotation"):
+            if lead_time is None:
+                annotation = self._ls.annotations.create(id=task_id, result=result)
+            else:
+                annotation = self._ls.annotations.create(
+                    id=task_id, result=result, lead_time=lead_time
+                )
+        if annotation.id is None:
+            raise LabelingError(f"Label Studio at {self.url} created an annotation without id")
+        return int(annotation.id)
+
+    def update_annotation(self, annotation_id: int, label: str) -> None:
+        """Change an annotation's label (as an annotator correcting themselves would)."""
+        result = _choices_result(label)
+        with self._errors("update annotation"):
+            self._ls.annotations.update(id=annotation_id, result=result)
+
+    def task_count(self, project_id: int) -> int:
+        """Number of tasks in the project."""
+        with self._errors("get project"):
+            project = self._ls.projects.get(id=project_id)
+        if project.task_number is not None:
+            return int(project.task_number)
+        return sum(1 for _ in self._iter_tasks(project_id, fields="task_only"))

@@ -1,0 +1,45 @@
+"""Exceptions raised by the labeling package.
+
+They carry one-line, actionable messages (service, URL, setting to check) so the CLI can
+print them verbatim instead of a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "LabelStudioAuthError",
+    "LabelStudioStartError",
+    "LabelStudioUnavailable",
+    "LabelingError",
+]
+
+
+class LabelingError(Exception):
+    """Base class so callers can catch every labeling failure at once."""
+
+
+class LabelStudioUnavailable(LabelingError):
+    """Label Studio could not be reached (connection refused, timeout, DNS)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(
+            f"Label Studio unreachable at {url} (SENTILOOP_LABEL_STUDIO_URL): {reason}"
+        )
+
+
+class LabelStudioAuthError(LabelingError):
+    """Label Studio rejected the API token (HTTP 401/403)."""
+
+    def __init__(self, url: str, status_code: int) -> None:
+        self.url = url
+        self.status_code = status_code
+        super().__init__(
+            f"Label Studio at {url} rejected the API token (HTTP {status_code}); "
+            "check SENTILOOP_LABEL_STUDIO_TOKEN"
+        )
+
+
+class LabelStudioStartError(LabelingError):
+    """The local Label Studio server could not be started or never became healthy."""

@@ -1,0 +1,58 @@
+"""The Celery app, configured from the settings: SQLite broker and backend by default."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from orchestrator.settings import load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def make_app() -> Celery:
+    settings = load_settings()
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    if settings.broker.startswith("sqla+"):
+        # The SQLAlchemy transport polls; its 1 s default makes every round trip take a second.
+        # (Passing polling_interval in broker_transport_options would reach create_engine.)
+        from kombu.transport import sqlalchemy as kombu_sqla
+
+        kombu_sqla.Transport.polling_interval = 0.05
+    app = Celery("sentiloop", broker=settings.broker, backend=settings.backend)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_track_started=True,
+        worker_prefetch_multiplier=1,
+        task_acks_late=False,
+        result_extended=True,
+        result_expires=7 * 24 * 3600,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_max_tasks_per_child=50,
+        beat_schedule={
+            "sentiloop-cycle": {
+                "task": "sentiloop.cycle",
+                "schedule": settings.schedule_seconds,
+                "kwargs": {"trigger": "beat"},
+            }
+        },
+        beat_schedule_filename=str(settings.home_dir / "celerybeat-schedule"),
+        include=["orchestrator.tasks"],
+    )
+    return app
+
+
+app = make_app()
+
+
+@worker_process_init.connect
+def _limit_threads(**_: Any) -> None:
+    """Each forked worker child starts without a model; torch is imported there, never in the
+    parent (a torch forward pass before the fork deadlocks the children)."""
+    logger.debug("worker child ready")

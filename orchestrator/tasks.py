@@ -1,0 +1,102 @@
+"""Celery tasks: thin doorbells around the steps; the store holds all state."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from celery import Task, chain
+
+from labeling import LabelStudioUnavailable
+from orchestrator import steps
+from orchestrator.celery_app import app
+from orchestrator.context import Context
+from orchestrator.settings import load_settings
+from store import DatabaseUnavailable
+
+logger = logging.getLogger(__name__)
+
+_CONTEXT: Context | None = None
+RETRY_ON = (LabelStudioUnavailable, DatabaseUnavailable)
+
+
+def context() -> Context:
+    """One context per worker process, built lazily (after the fork)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        _CONTEXT = Context.from_settings(load_settings())
+    return _CONTEXT
+
+
+def _progress(task: Task) -> steps.Progress:
+    def report(stage: str, done: int, total: int) -> None:
+        if task.request.id:
+            task.update_state(state="PROGRESS", meta={"stage": stage, "done": done, "total": total})
+
+    return report
+
+
+def _step_task(name: str) -> Any:
+    @app.task(
+        bind=True,
+        name=f"sentiloop.{name}",
+        autoretry_for=RETRY_ON,
+        retry_backoff=5,
+        retry_backoff_max=60,
+        max_retries=3,
+    )
+    def task(
+        self: Task,
+        cycle_id: str | None = None,
+        trigger: str = "manual",
+        options: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        return steps.run_step(
+            context(),
+            name,
+            functools.partial(steps.STEP_FUNCTIONS[name], **(options or {})),
+            cycle_id=cycle_id,
+            trigger=trigger,
+            progress=_progress(self),
+        )
+
+    return task
+
+
+ingest = _step_task("ingest")
+score = _step_task("score")
+push = _step_task("push")
+pull = _step_task("pull")
+retrain = _step_task("retrain")
+
+
+@app.task(bind=True, name="sentiloop.ingest_file")
+def ingest_file(self: Task, path: str) -> dict[str, Any]:
+    report = steps.ingest_file(context(), Path(path))
+    return {**report.as_dict(), "errors": report.rejected[:100]}
+
+
+@app.task(bind=True, name="sentiloop.evaluate")
+def evaluate(self: Task, version: int) -> dict[str, Any]:
+    return steps.evaluate_version(context(), version, progress=_progress(self))
+
+
+@app.task(name="sentiloop.cycle")
+def cycle(trigger: str = "manual", cycle_id: str | None = None) -> str:
+    """Start one cycle: its steps as a chain, each keyed by the same cycle id."""
+    cycle_id = cycle_id or steps.new_cycle_id()
+    cycle_chain(cycle_id, trigger).apply_async()
+    return cycle_id
+
+
+def cycle_chain(cycle_id: str, trigger: str) -> Any:
+    kwargs = {"cycle_id": cycle_id, "trigger": trigger}
+    return chain(*(globals()[name].si(**kwargs) for name in steps.STEPS))
+
+
+@app.task(name="sentiloop.ping")
+def ping() -> str:
+    """Lets callers wait until a worker is consuming (the SQLite broker has no remote control)."""
+    return "pong"

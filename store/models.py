@@ -1,0 +1,151 @@
+"""The durable state of the loop. The database is the truth; Celery messages only ring the bell."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def _json() -> Any:
+    return Column(JSON, nullable=False)
+
+
+def utcnow() -> datetime:
+    """Aware UTC; SQLModel's UTCDateTime stores it as UTC on every backend and returns it aware."""
+    return datetime.now(UTC)
+
+
+class Chat(SQLModel, table=True):
+    """One customer chat; ``source_id`` is the id in the source system (unique)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    source_id: str = Field(index=True, unique=True, max_length=255)
+    text: str
+    meta: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    received_at: datetime = Field(default_factory=utcnow)
+    ingested_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Prediction(SQLModel, table=True):
+    """A model version's opinion of a chat; one row per (chat, version)."""
+
+    __table_args__ = (UniqueConstraint("chat_id", "model_version", name="uq_prediction"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(foreign_key="chat.id", index=True)
+    model_version: int = Field(index=True)
+    p_negative: float
+    p_neutral: float
+    p_positive: float
+    label: str = Field(max_length=16)
+    score: float
+    uncertainty: float = Field(index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LabelTask(SQLModel, table=True):
+    """A chat sent to Label Studio. Written as ``pending`` before the import so a crash between
+    import and bookkeeping is reconciled instead of producing a duplicate task."""
+
+    __table_args__ = (UniqueConstraint("chat_id", "project_id", name="uq_label_task"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    chat_id: int = Field(foreign_key="chat.id", index=True)
+    project_id: int
+    ls_task_id: int | None = Field(default=None, index=True)
+    state: str = Field(default="pending", max_length=16)  # pending | pushed | annotated
+    strategy: str = Field(default="", max_length=32)
+    model_version: int | None = None
+    selection_score: float | None = None
+    selected_at: datetime = Field(default_factory=utcnow)
+    pushed_at: datetime | None = None
+
+
+class Annotation(SQLModel, table=True):
+    """A human label pulled from Label Studio, keyed by Label Studio's annotation id."""
+
+    __table_args__ = (UniqueConstraint("ls_annotation_id", name="uq_annotation_ls_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    ls_annotation_id: int
+    ls_task_id: int
+    project_id: int
+    chat_id: int = Field(foreign_key="chat.id", index=True)
+    label: str | None = Field(default=None, max_length=16)
+    annotator: str | None = Field(default=None, max_length=255)
+    cancelled: bool = False
+    revision: int = 1
+    created_at: datetime
+    updated_at: datetime
+    pulled_at: datetime = Field(default_factory=utcnow)
+
+
+class AnnotationHistory(SQLModel, table=True):
+    """The earlier value of an annotation that was later changed in Label Studio."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    annotation_id: int = Field(foreign_key="annotation.id", index=True)
+    revision: int
+    label: str | None = Field(default=None, max_length=16)
+    annotator: str | None = Field(default=None, max_length=255)
+    cancelled: bool = False
+    updated_at: datetime
+    replaced_at: datetime = Field(default_factory=utcnow)
+
+
+class ModelVersion(SQLModel, table=True):
+    """A trained, complete checkpoint and everything needed to trust it (lineage, metrics)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(unique=True, index=True)
+    parent: int | None = None
+    base_model: str
+    checkpoint_path: str
+    weights_sha256: str = Field(max_length=64)
+    data_fingerprint: str = Field(unique=True, max_length=64)
+    train_config: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    annotation_ids: list[int] = Field(default_factory=list, sa_column=_json())
+    n_train: int = 0
+    metrics: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    status: str = Field(default="candidate", max_length=16)  # candidate | production | archived
+    train_seconds: float = 0.0
+    created_at: datetime = Field(default_factory=utcnow)
+    promoted_at: datetime | None = None
+
+
+class CycleRun(SQLModel, table=True):
+    """One run of one step (or of a whole cycle, ``step='cycle'``) with what it did."""
+
+    __table_args__ = (Index("ix_cyclerun_step_started", "step", "started_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    cycle_id: str = Field(index=True, max_length=64)
+    step: str = Field(max_length=32)
+    trigger: str = Field(default="manual", max_length=32)
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    status: str = Field(default="running", max_length=16)  # running | ok | skipped | failed
+    counts: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    error: str | None = None
+
+
+class Lease(SQLModel, table=True):
+    """A named, expiring lock so that two concurrent cycles never run the same step twice."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    owner: str = Field(max_length=128)
+    host: str = Field(max_length=255)
+    pid: int
+    acquired_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+
+
+class SyncCursor(SQLModel, table=True):
+    """Where the last incremental pull stopped, per Label Studio project."""
+
+    name: str = Field(primary_key=True, max_length=128)
+    value: datetime

@@ -1,0 +1,98 @@
+"""Label Studio fixtures: one migrated template per session, a fresh copy per test.
+
+Migrating a new data dir takes ~45 s, starting a copy of a migrated one ~5 s, so each
+test gets its own isolated server cheaply.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from labeling import LabelStudioServer, copy_data_dir
+
+LABEL_STUDIO_BIN_ENV = "SENTILOOP_LABEL_STUDIO_BIN"
+TEST_USERNAME = "admin@sentiloop.local"
+TEST_PASSWORD = "sentiloop-test-password"
+TEST_TOKEN = "5e1f00d0c0ffee5e1f00d0c0ffee5e1f00d0c0ff"  # 40 hex chars (legacy token)
+
+
+@dataclass(frozen=True)
+class LabelStudioInstance:
+    """A running test server and the credentials to talk to it."""
+
+    url: str
+    token: str
+    server: LabelStudioServer
+    data_dir: Path
+    executable: Path
+    username: str = TEST_USERNAME
+    password: str = TEST_PASSWORD
+
+
+def free_port() -> int:
+    """A port that is free right now (Label Studio moves on if it gets taken meanwhile)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_server(
+    executable: Path, data_dir: Path, log_path: Path | None = None
+) -> LabelStudioServer:
+    return LabelStudioServer(
+        executable,
+        data_dir,
+        port=free_port(),
+        username=TEST_USERNAME,
+        password=TEST_PASSWORD,
+        token=TEST_TOKEN,
+        log_path=log_path,
+    )
+
+
+@pytest.fixture(scope="session")
+def labelstudio_bin() -> Path:
+    """The label-studio executable; skip when not configured, fail when misconfigured."""
+    value = os.environ.get(LABEL_STUDIO_BIN_ENV)
+    if not value:
+        pytest.skip(f"{LABEL_STUDIO_BIN_ENV} is not set (path to the label-studio executable)")
+    path = Path(value)
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        pytest.fail(f"{LABEL_STUDIO_BIN_ENV}={value} is not an executable file", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def labelstudio_template(labelstudio_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated, stopped data dir holding the test user and token (created once)."""
+    root = tmp_path_factory.mktemp("labelstudio-template")
+    data_dir = root / "data"
+    server = make_server(labelstudio_bin, data_dir, log_path=root / "label-studio.log")
+    try:
+        server.start(timeout=300)
+    finally:
+        server.stop()
+    return data_dir
+
+
+@pytest.fixture
+def labelstudio(
+    labelstudio_bin: Path, labelstudio_template: Path, tmp_path: Path
+) -> Iterator[LabelStudioInstance]:
+    """A fresh server on a free port, started from a copy of the template."""
+    data_dir = tmp_path / "labelstudio-data"
+    copy_data_dir(labelstudio_template, data_dir)
+    server = make_server(labelstudio_bin, data_dir, log_path=tmp_path / "label-studio.log")
+    url = server.start(timeout=120)
+    try:
+        yield LabelStudioInstance(
+            url=url, token=TEST_TOKEN, server=server, data_dir=data_dir, executable=labelstudio_bin
+        )
+    finally:
+        server.stop()

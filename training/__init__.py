@@ -1,0 +1,46 @@
+"""Model training, scoring, evaluation, checkpoints and query strategies for sentiloop.
+
+Independent of the rest of the project (no Label Studio, Celery or database imports), so
+it can be tested and run on its own. Importing it loads torch and transformers but no model.
+"""
+
+from training.checkpoint import (
+    CheckpointInfo,
+    clean_stale_tmp,
+    is_complete,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from training.errors import CheckpointError, ModelLoadError, TrainingError
+from training.evaluate import evaluate
+from training.labels import LABELS, predicted_labels, sentiment_score, uncertainty
+from training.model import DEFAULT_BASE_MODEL, load_for_training, pick_device, resolve_model_path
+from training.scoring import Scorer
+from training.selection import STRATEGIES, cold_start, select
+from training.train import TrainConfig, fine_tune
+
+__all__ = [
+    "DEFAULT_BASE_MODEL",
+    "LABELS",
+    "STRATEGIES",
+    "CheckpointError",
+    "CheckpointInfo",
+    "ModelLoadError",
+    "Scorer",
+    "TrainConfig",
+    "TrainingError",
+    "clean_stale_tmp",
+    "cold_start",
+    "evaluate",
+    "fine_tune",
+    "is_complete",
+    "load_for_training",
+    "pick_device",
+    "predicted_labels",
+    "resolve_model_path",
+    "save_checkpoint",
+    "select",
+    "sentiment_score",
+    "uncertainty",
+    "verify_checkpoint",
+]

@@ -1,0 +1,183 @@
+"""Fine-tuning loop: a plain PyTorch loop, small enough to read and fully seeded."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from training._batching import autocast, chunks, encode, pad_batch
+from training.errors import TrainingError
+from training.labels import LABELS
+from training.model import load_for_training, pick_device
+
+__all__ = ["TrainConfig", "class_weights", "fine_tune"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one fine-tuning run.
+
+    The defaults are the measured working point: with lr 1e-4 a single epoch collapses
+    to the majority class, three epochs with a class-weighted loss do not.
+    """
+
+    epochs: int = 3
+    learning_rate: float = 1e-4
+    batch_size: int = 16
+    max_length: int = 64
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    seed: int = 0
+    class_weighted: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.max_length < 2:
+            raise TrainingError(
+                "epochs and batch_size must be >= 1 and max_length >= 2, got "
+                f"{self.epochs}, {self.batch_size}, {self.max_length}"
+            )
+        if not 0.0 <= self.warmup_ratio <= 1.0 or self.learning_rate <= 0:
+            raise TrainingError(
+                "warmup_ratio must be in [0, 1] and learning_rate positive, got "
+                f"{self.warmup_ratio}, {self.learning_rate}"
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain dict for checkpoint metadata and run records."""
+        return dict(asdict(self))
+
+
+def class_weights(label_ids: Sequence[int]) -> torch.Tensor:
+    """Inverse-frequency weights with mean 1 over the classes present; absent classes get 0.
+
+    Counteracts the airline data's negative majority, which otherwise dominates the loss.
+    """
+    counts = Counter(label_ids)
+    present = [c for c in range(len(LABELS)) if counts[c] > 0]
+    n = len(label_ids)
+    weights = torch.zeros(len(LABELS), dtype=torch.float32)
+    for c in present:
+        weights[c] = n / (len(present) * counts[c])
+    return weights
+
+
+def _label_ids(labels: Sequence[str]) -> list[int]:
+    """Map label strings to class indices, naming any unknown ones."""
+    index = {label: i for i, label in enumerate(LABELS)}
+    unknown = sorted({str(lb) for lb in labels if lb not in index})
+    if unknown:
+        raise TrainingError(f"unknown label(s) {unknown}; expected one of {list(LABELS)}")
+    return [index[lb] for lb in labels]
+
+
+def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW without weight decay on biases and LayerNorm weights (the BERT recipe)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
+
+
+def _linear_schedule(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up to the base learning rate, then linear decay to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def fine_tune(
+    base_model: str,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    config: TrainConfig,
+    *,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Fine-tune ``base_model`` on labelled texts and return the model and tokenizer.
+
+    Seeding covers the new head's initialisation, dropout and the shuffling order, so
+    the same inputs give the same model on the same hardware. ``progress(step,
+    total_steps)`` is called after every optimisation step. The model is returned in
+    eval mode, still on the training device.
+    """
+    if len(texts) == 0:
+        raise TrainingError("no training data: texts is empty")
+    if len(texts) != len(labels):
+        raise TrainingError(f"{len(texts)} texts but {len(labels)} labels")
+    targets = _label_ids(labels)
+    dev = pick_device(device)
+
+    torch.manual_seed(config.seed)  # before loading: the new head is initialised randomly
+    model, tokenizer = load_for_training(base_model)
+    module: nn.Module = model  # typed view; transformers wraps .to()/.eval() untyped
+    module.to(dev)
+    encoded = encode(tokenizer, texts, config.max_length)
+
+    weight = class_weights(targets) if config.class_weighted else None
+    loss_fn = nn.CrossEntropyLoss(weight=weight.to(dev) if weight is not None else None)
+    steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    optimizer = _optimizer(model, config)
+    scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    logger.info(
+        "fine-tuning %s on %d examples for %d epoch(s), %d steps, device %s, weights %s",
+        base_model,
+        len(encoded),
+        config.epochs,
+        total_steps,
+        dev,
+        None if weight is None else [round(float(w), 3) for w in weight],
+    )
+
+    started = time.monotonic()
+    step = 0
+    module.train()
+    for epoch in range(config.epochs):
+        order = torch.randperm(len(encoded), generator=generator).tolist()
+        epoch_loss = 0.0
+        for idx in chunks(order, config.batch_size):
+            batch = pad_batch(tokenizer, [encoded[i] for i in idx], dev)
+            target = torch.tensor([targets[i] for i in idx], dtype=torch.long, device=dev)
+            with autocast(dev, training=True):
+                logits = model(**batch).logits
+            loss = loss_fn(logits.float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            epoch_loss += float(loss.detach())
+            if progress is not None:
+                progress(step, total_steps)
+        logger.info(
+            "epoch %d/%d: mean loss %.4f", epoch + 1, config.epochs, epoch_loss / steps_per_epoch
+        )
+    module.eval()
+    logger.info("fine-tuning finished in %.1f s", time.monotonic() - started)
+    return model, tokenizer
