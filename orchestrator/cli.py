@@ -97,7 +97,11 @@ def ingest(path: Path) -> None:
     console.print(
         f"{path.name}: {report.inserted} new, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.rejected)} rejected"
-        + (f", {report.long_texts} over-long (kept, truncated for the model)" if report.long_texts else "")
+        + (
+            f", {report.long_texts} over-long (kept, truncated for the model)"
+            if report.long_texts
+            else ""
+        )
     )
     if report.inserted + report.updated + report.unchanged == 0:
         err.print("[red]error:[/] no valid row in the file")
@@ -116,7 +120,9 @@ def status() -> None:
     table.add_row("chats in pool", str(counts["chats"]))
     table.add_row("scored by production", str(counts["scored_by_production"]))
     table.add_row("pushed to Label Studio", f"{counts['pushed']} (+{counts['pending']} pending)")
-    table.add_row("labelled chats", f"{counts['labelled_chats']} ({counts['annotations']} annotations)")
+    table.add_row(
+        "labelled chats", f"{counts['labelled_chats']} ({counts['annotations']} annotations)"
+    )
     table.add_row("model versions", str(counts["versions"]))
     table.add_row(
         "production",
@@ -214,9 +220,20 @@ def worker(
 ) -> None:
     """Run a Celery worker (models load lazily in its child processes)."""
     settings = _settings()
-    args = [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker",
-            "--loglevel", settings.log_level, "--pool", pool,
-            "--concurrency", str(concurrency or settings.worker_concurrency)]
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "orchestrator.celery_app",
+        "worker",
+        "--loglevel",
+        settings.log_level,
+        "--pool",
+        pool,
+        "--concurrency",
+        str(concurrency or settings.worker_concurrency),
+    ]
     if queues:
         args += ["--queues", queues]
     os.execv(sys.executable, args)
@@ -226,8 +243,19 @@ def worker(
 def beat() -> None:
     """Run Celery beat: starts a cycle every SENTILOOP_SCHEDULE_SECONDS."""
     settings = _settings()
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app",
-                              "beat", "--loglevel", settings.log_level])
+    os.execv(
+        sys.executable,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "orchestrator.celery_app",
+            "beat",
+            "--loglevel",
+            settings.log_level,
+        ],
+    )
 
 
 @ls_app.command("up")
@@ -237,8 +265,10 @@ def labelstudio_up() -> None:
     server = _server(settings)
     with console.status("starting Label Studio (the first start migrates its database, ~45 s)"):
         url = _run(server.start)
-    console.print(f"Label Studio at {url}  user {settings.label_studio_username}  "
-                  f"password in {settings.label_studio_dir / 'credentials.json'}")
+    console.print(
+        f"Label Studio at {url}  user {settings.label_studio_username}  "
+        f"password in {settings.label_studio_dir / 'credentials.json'}"
+    )
 
 
 @ls_app.command("down")
@@ -272,8 +302,12 @@ def models_list() -> None:
     table = Table("version", "status", "parent", "labels", "macro-F1", "accuracy", "created")
     for v in _run(store.versions):
         table.add_row(
-            f"v{v.number}", v.status, f"v{v.parent}" if v.parent else "-", str(v.n_train),
-            _fmt(v.metrics.get("macro_f1")), _fmt(v.metrics.get("accuracy")),
+            f"v{v.number}",
+            v.status,
+            f"v{v.parent}" if v.parent else "-",
+            str(v.n_train),
+            _fmt(v.metrics.get("macro_f1")),
+            _fmt(v.metrics.get("accuracy")),
             f"{v.created_at:%Y-%m-%d %H:%M}",
         )
     console.print(table)
@@ -293,10 +327,14 @@ def predict(texts: list[str]) -> None:
     if production is None:
         err.print("[red]error:[/] no production model yet: run cycles until one is trained")
         raise typer.Exit(1)
-    scorer = Scorer(production.checkpoint_path, device=settings.device, max_length=settings.max_length)
+    scorer = Scorer(
+        production.checkpoint_path, device=settings.device, max_length=settings.max_length
+    )
     probs = _run(lambda: scorer.predict_proba(texts))
     table = Table("label", "score", "negative", "neutral", "positive", "text")
-    for text, label, s, p in zip(texts, predicted_labels(probs), sentiment_score(probs), probs, strict=True):
+    for text, label, s, p in zip(
+        texts, predicted_labels(probs), sentiment_score(probs), probs, strict=True
+    ):
         table.add_row(label, f"{s:.2f}", f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}", text[:60])
     console.print(f"model v{production.number}")
     console.print(table)
@@ -304,22 +342,35 @@ def predict(texts: list[str]) -> None:
 
 @app.command()
 def demo(
-    pool: Annotated[Path, typer.Option(help="Labelled pool CSV (gold labels play the annotator).")]
-    = Path("../shared/data/airline/pool.csv"),
-    dev: Annotated[Path, typer.Option(help="Labelled dev CSV for evaluation.")]
-    = Path("../shared/data/airline/dev.csv"),
+    pool: Annotated[
+        Path, typer.Option(help="Labelled pool CSV (gold labels play the annotator).")
+    ] = Path("../shared/data/airline/pool.csv"),
+    dev: Annotated[Path, typer.Option(help="Labelled dev CSV for evaluation.")] = Path(
+        "../shared/data/airline/dev.csv"
+    ),
     rounds: Annotated[int, typer.Option(help="Active-learning rounds after the seed.")] = 4,
     batch: Annotated[int, typer.Option(help="Chats labelled per round.")] = 100,
     seed_size: Annotated[int, typer.Option(help="Seed labels (chosen by cold start).")] = 100,
     score_sample: Annotated[int, typer.Option(help="Chats scored per round (0 = all).")] = 2000,
-    home: Annotated[Path, typer.Option(help="Data directory of the demo (wiped first).")]
-    = Path("var/demo"),
+    home: Annotated[Path, typer.Option(help="Data directory of the demo (wiped first).")] = Path(
+        "var/demo"
+    ),
 ) -> None:
     """Run the whole loop end to end with a simulated annotator."""
     from orchestrator.demo import run_demo
 
-    _run(lambda: run_demo(console, pool=pool, dev=dev, rounds=rounds, batch=batch,
-                          seed_size=seed_size, score_sample=score_sample, home=home))
+    _run(
+        lambda: run_demo(
+            console,
+            pool=pool,
+            dev=dev,
+            rounds=rounds,
+            batch=batch,
+            seed_size=seed_size,
+            score_sample=score_sample,
+            home=home,
+        )
+    )
 
 
 def main() -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +13,8 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator.errors import StepError
-from orchestrator.settings import REPO_ROOT, load_settings
+from orchestrator.processes import start_worker, stop_worker
+from orchestrator.settings import load_settings
 
 #: Settings that would move the demo off the embedded defaults; the demo clears them.
 _EXTERNAL = (
@@ -77,7 +75,7 @@ def run_demo(
     with console.status("starting Label Studio (first start migrates its database, ~45 s)"):
         url = server.start()
     console.print(f"Label Studio up at {url} ({time.monotonic() - started:.0f} s)")
-    worker = _start_worker(home)
+    worker = start_worker(home / "worker.log", name="demo@%h")
     try:
         from orchestrator import tasks
 
@@ -91,32 +89,43 @@ def run_demo(
         gold = _gold_labels(pool)
         client = LabelStudioClient(settings.ls_url, settings.ls_token)
         table = Table(
-            "round", "labels", "version", "macro-F1", "accuracy",
-            "score s", "push s", "annotate s", "pull s", "retrain s",
+            "round",
+            "labels",
+            "version",
+            "macro-F1",
+            "accuracy",
+            "score s",
+            "push s",
+            "annotate s",
+            "pull s",
+            "retrain s",
             title="sentiloop demo (dev set: " + dev.name + ")",
         )
         for rnd in range(rounds + 1):
             times: dict[str, float] = {}
             if rnd > 0:
-                _timed(times, "score", lambda: tasks.score.delay().get(timeout=1800))
-            pushed = _timed(
-                times, "push",
-                lambda rnd=rnd: tasks.push.delay(options={"limit": seed_size if rnd == 0 else batch}).get(timeout=600),
-            )
-            project = int(pushed["project"])
-            _timed(times, "annotate", lambda: simulate_annotator(store, client, project, gold))
-            _timed(times, "pull", lambda: tasks.pull.delay().get(timeout=600))
-            trained = _timed(times, "retrain", lambda: tasks.retrain.delay().get(timeout=3600))
-            labels = store.counts()["labelled_chats"]
-            table.add_row(
+                _step(console, times, "score", tasks.score.delay())
+            limit = seed_size if rnd == 0 else batch
+            pushed = _step(console, times, "push", tasks.push.delay(options={"limit": limit}))
+            t0 = time.monotonic()
+            simulate_annotator(store, client, int(pushed["project"]), gold)
+            times["annotate"] = time.monotonic() - t0
+            _step(console, times, "pull", tasks.pull.delay())
+            trained = _step(console, times, "retrain", tasks.retrain.delay())
+            row = (
                 "seed" if rnd == 0 else str(rnd),
-                str(labels),
+                str(store.counts()["labelled_chats"]),
                 f"v{trained.get('version', '-')}",
                 _fmt(trained.get("macro_f1")),
                 _fmt(trained.get("accuracy")),
-                *(f"{times.get(k, 0):.1f}" for k in ("score", "push", "annotate", "pull", "retrain")),
+                *(f"{times.get(k, 0):.1f}" for k in _TIMED),
             )
-            console.print(table)
+            table.add_row(*row)
+            console.print(
+                f"round {row[0]}: {row[1]} labels, {row[2]} macro-F1 {row[3]} accuracy {row[4]} "
+                f"({', '.join(f'{k} {times.get(k, 0):.1f}s' for k in _TIMED)})"
+            )
+        console.print(table)
         production = store.production()
         console.print(
             "\n[bold]Where to look[/]\n"
@@ -129,7 +138,7 @@ def run_demo(
             f"  stop Label Studio: SENTILOOP_HOME={home} sentiloop labelstudio down"
         )
     finally:
-        _stop(worker)
+        stop_worker(worker)
 
 
 def _reset_home(home: Path) -> None:
@@ -142,26 +151,6 @@ def _reset_home(home: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-
-
-def _start_worker(home: Path) -> subprocess.Popen[bytes]:
-    log = open(home / "worker.log", "ab")  # noqa: SIM115  (lives as long as the worker)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker",
-         "--pool", "prefork", "--concurrency", "1", "--loglevel", "INFO", "-n", "demo@%h"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        os.killpg(worker.pid, signal.SIGTERM)
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait()
 
 
 def _gold_labels(pool: Path) -> dict[str, str]:
@@ -182,11 +171,25 @@ def simulate_annotator(store: Any, client: Any, project: int, gold: dict[str, st
     return done
 
 
-def _timed(times: dict[str, float], name: str, fn: Any) -> Any:
+_TIMED = ("score", "push", "annotate", "pull", "retrain")
+
+
+def _step(console: Console, times: dict[str, float], name: str, result: Any) -> Any:
+    """Wait for a step's task, showing the progress it reports, and time it."""
     t0 = time.monotonic()
-    result = fn()
+    with console.status(f"{name}: queued") as status:
+        while not result.ready():
+            info = result.info if result.state == "PROGRESS" else None
+            if isinstance(info, dict):
+                status.update(f"{name}: {info['stage']} {info['done']}/{info['total']}")
+            else:
+                status.update(f"{name}: {result.state.lower()}")
+            time.sleep(0.25)
     times[name] = time.monotonic() - t0
-    return result
+    value = result.get(timeout=10)
+    if value.get("status") == "skipped":
+        console.print(f"  {name} skipped: {value.get('reason') or value.get('skipped')}")
+    return value
 
 
 def _fmt(value: Any) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from orchestrator.context import Context
 from orchestrator.errors import StepError
-from store import AnnotationIn, ChatIn, LeaseBusy, ModelVersion, PredictionIn, parse_file
+from store import AnnotationIn, LeaseBusy, ModelVersion, PredictionIn, parse_file
 
 logger = logging.getLogger(__name__)
 
@@ -236,12 +236,7 @@ def _push_pending(ctx: Context, project: int, prediction_cls: Any, task_cls: Any
     preds: dict[int, Any] = {}
     for version in {t.model_version for t in todo if t.model_version is not None}:
         ids = [t.chat_id for t in todo if t.model_version == version]
-        preds.update(
-            {
-                cid: (p, version)
-                for cid, p in store.prediction_for(ids, version).items()
-            }
-        )
+        preds.update({cid: (p, version) for cid, p in store.prediction_for(ids, version).items()})
     payload = []
     for t in todo:
         chat = chats[t.chat_id]
@@ -249,9 +244,13 @@ def _push_pending(ctx: Context, project: int, prediction_cls: Any, task_cls: Any
         if t.chat_id in preds:
             p, version = preds[t.chat_id]
             confidence = max(p.p_negative, p.p_neutral, p.p_positive)
-            pred = prediction_cls(label=p.label, score=float(confidence), model_version=f"v{version}")
+            pred = prediction_cls(
+                label=p.label, score=float(confidence), model_version=f"v{version}"
+            )
         payload.append(
-            task_cls(chat_id=chat.source_id, text=chat.text, meta=_meta_line(chat.meta), prediction=pred)
+            task_cls(
+                chat_id=chat.source_id, text=chat.text, meta=_meta_line(chat.meta), prediction=pred
+            )
         )
     if payload:
         ids = client.import_tasks(project, payload)
@@ -333,7 +332,10 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     fingerprint = _fingerprint(settings.base_model, config.to_dict(), train)
     existing = store.version_by_fingerprint(fingerprint)
     if existing is not None:
-        return {"skipped": f"v{existing.number} was trained on these labels", "version": existing.number}
+        return {
+            "skipped": f"v{existing.number} was trained on these labels",
+            "version": existing.number,
+        }
     models_dir = settings.models_dir
     models_dir.mkdir(parents=True, exist_ok=True)
     removed = [p.name for p in clean_stale_tmp(models_dir)] + _remove_orphans(ctx)
@@ -421,9 +423,7 @@ def _remove_orphans(ctx: Context) -> list[str]:
 _EVAL_CACHE: dict[str, tuple[list[str], list[str]]] = {}
 
 
-def _eval_set(
-    ctx: Context, examples: list[Any]
-) -> tuple[list[str], list[str], str, set[int]]:
+def _eval_set(ctx: Context, examples: list[Any]) -> tuple[list[str], list[str], str, set[int]]:
     """The evaluation set: the configured labelled file, or else a fixed fifth of the labels
     (by a hash of the chat id, so a chat never moves between training and evaluation)."""
     path = ctx.settings.eval_file
@@ -431,9 +431,15 @@ def _eval_set(
         key = str(path)
         if key not in _EVAL_CACHE:
             parsed = parse_file(path)
-            rows = [c for c in parsed.chats if c.meta.get("label") in ("negative", "neutral", "positive")]
+            rows = [
+                c
+                for c in parsed.chats
+                if c.meta.get("label") in ("negative", "neutral", "positive")
+            ]
             if not rows:
-                raise StepError(f"SENTILOOP_EVAL_FILE {path} has no row with a valid 'label' column")
+                raise StepError(
+                    f"SENTILOOP_EVAL_FILE {path} has no row with a valid 'label' column"
+                )
             _EVAL_CACHE[key] = ([c.text for c in rows], [str(c.meta["label"]) for c in rows])
         texts, labels = _EVAL_CACHE[key]
         return texts, labels, f"file:{path.name}", set()
@@ -487,7 +493,9 @@ def _gate(
     return {"passed": passed, "reason": f"{verb}: macro-F1 {cand:.3f} vs production {prod:.3f}"}
 
 
-def evaluate_version(ctx: Context, number: int, progress: Progress = _no_progress) -> dict[str, Any]:
+def evaluate_version(
+    ctx: Context, number: int, progress: Progress = _no_progress
+) -> dict[str, Any]:
     """(Re-)evaluate a registered version on the current evaluation set and store the metrics."""
     version = ctx.store.version(number)
     if version is None:

@@ -583,7 +583,9 @@ class Store:
             return (
                 s.exec(
                     select(CycleRun.id).where(
-                        CycleRun.cycle_id == cycle_id, CycleRun.step == step, CycleRun.status == "ok"
+                        CycleRun.cycle_id == cycle_id,
+                        CycleRun.step == step,
+                        CycleRun.status == "ok",
                     )
                 ).first()
                 is not None

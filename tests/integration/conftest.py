@@ -7,7 +7,9 @@ test gets its own isolated server cheaply.
 from __future__ import annotations
 
 import os
+import random
 import socket
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from labeling import LabelStudioServer, copy_data_dir
+from tests.integration import loop as loop_mod
 
 LABEL_STUDIO_BIN_ENV = "SENTILOOP_LABEL_STUDIO_BIN"
 TEST_USERNAME = "admin@sentiloop.local"
@@ -96,3 +99,52 @@ def labelstudio(
         )
     finally:
         server.stop()
+
+
+# -- a whole installation (worker, store, broker) around one Label Studio server ------------
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    from sqlalchemy import create_engine, text
+
+    name = f"sentiloop_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(loop_mod.PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield loop_mod.PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def sqlite_loop(
+    tmp_path: Path, airline: Path, labelstudio: LabelStudioInstance
+) -> Iterator[loop_mod.Loop]:
+    loop = loop_mod.make_loop(tmp_path, airline, labelstudio, {})
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def scaled_loop(
+    tmp_path: Path, airline: Path, labelstudio: LabelStudioInstance, postgres_url: str
+) -> Iterator[loop_mod.Loop]:
+    import redis
+
+    db = random.randint(1, 15)
+    redis.Redis.from_url(f"{loop_mod.REDIS}/{db}").flushdb()
+    loop = loop_mod.make_loop(
+        tmp_path,
+        airline,
+        labelstudio,
+        {
+            "SENTILOOP_DATABASE_URL": postgres_url,
+            "SENTILOOP_BROKER_URL": f"{loop_mod.REDIS}/{db}",
+            "SENTILOOP_RESULT_BACKEND": f"{loop_mod.REDIS}/{db}",
+        },
+    )
+    yield loop
+    loop.close()
+    redis.Redis.from_url(f"{loop_mod.REDIS}/{db}").flushdb()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from tests.integration.test_loop import Loop, sqlite_loop  # noqa: F401  (fixture)
+from tests.integration.loop import Loop
 
 pytestmark = pytest.mark.integration
 
@@ -30,8 +30,13 @@ def test_concurrent_cycles_and_redelivered_messages_change_nothing(sqlite_loop: 
 
     # two `sentiloop cycle` at the same time, on a worker that runs two tasks at once
     procs = [
-        subprocess.Popen([sys.executable, "-m", "orchestrator", "cycle"], env=loop.env,
-                         cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", "cycle"],
+            env=loop.env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         for _ in range(2)
     ]
     outs = [p.communicate(timeout=600)[0].decode() for p in procs]
@@ -48,7 +53,7 @@ def test_concurrent_cycles_and_redelivered_messages_change_nothing(sqlite_loop: 
     assert again == {"status": "skipped", "reason": "already done in this cycle"}
     assert len(store.tasks(project)) == len(tasks)
 
-    # annotations pulled twice at once, and again, are counted once
+    # annotations pulled twice are counted once
     loop.annotate_open_tasks()
     pulls = [loop.call("pull") for _ in range(2)]
     assert sum(p.get("new", 0) for p in pulls) == len(tasks)
@@ -56,15 +61,23 @@ def test_concurrent_cycles_and_redelivered_messages_change_nothing(sqlite_loop: 
 
     # two retrains at once, then a re-delivered one: one version for these labels
     procs = [
-        subprocess.Popen([sys.executable, "-c",
-                          "from orchestrator import tasks; import json; "
-                          "print(json.dumps(tasks.retrain.delay().get(timeout=600)))"],
-                         env=loop.env, cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from orchestrator import tasks; import json; "
+                "print(json.dumps(tasks.retrain.delay().get(timeout=600)))",
+            ],
+            env=loop.env,
+            cwd=REPO_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for _ in range(2)
     ]
-    results = [json.loads(p.communicate(timeout=700)[0].decode().strip().splitlines()[-1])
-               for p in procs]
+    results = [
+        json.loads(p.communicate(timeout=700)[0].decode().strip().splitlines()[-1]) for p in procs
+    ]
     assert sorted(r["status"] for r in results) == ["ok", "skipped"], results
     assert loop.call("retrain")["status"] == "skipped"
     assert [v.number for v in store.versions()] == [1]
@@ -98,8 +111,14 @@ def test_worker_killed_during_retraining_leaves_no_valid_looking_checkpoint(
         "        print(json.dumps(r.info), flush=True); break\n"
         "    time.sleep(0.1)\n"
     )
-    watcher = subprocess.run([sys.executable, "-c", code], env=loop.env, cwd=REPO_ROOT,
-                             capture_output=True, text=True, timeout=300)
+    watcher = subprocess.run(
+        [sys.executable, "-c", code],
+        env=loop.env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert watcher.returncode == 0, watcher.stderr + loop.worker_logs()
     loop.stop_workers(signal.SIGKILL)  # the worker and its child, mid-training
     assert worker.poll() is not None
@@ -116,7 +135,9 @@ def test_worker_killed_during_retraining_leaves_no_valid_looking_checkpoint(
     assert time.monotonic() - t0 < 300
     versions = store.versions()
     assert [v.number for v in versions] == [1]
-    assert [p.resolve() for p in _complete_dirs(models)] == [Path(versions[0].checkpoint_path).resolve()]
+    assert [p.resolve() for p in _complete_dirs(models)] == [
+        Path(versions[0].checkpoint_path).resolve()
+    ]
     assert verify_checkpoint(Path(versions[0].checkpoint_path), versions[0].weights_sha256)
     assert not [p for p in models.iterdir() if p.name.startswith(".tmp-")]
     assert project > 0

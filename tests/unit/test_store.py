@@ -67,9 +67,13 @@ def test_a_chat_is_reserved_for_a_project_only_once(sqlite_store: Store) -> None
 
 def test_annotations_upsert_keeps_history_and_never_double_counts(sqlite_store: Store) -> None:
     ids = _chats(sqlite_store, 3)
-    c = sqlite_store.upsert_annotations(1, [_ann(11, ids[0], "negative", 0), _ann(12, ids[1], "neutral", 1)])
+    c = sqlite_store.upsert_annotations(
+        1, [_ann(11, ids[0], "negative", 0), _ann(12, ids[1], "neutral", 1)]
+    )
     assert (c.new, c.updated, c.unchanged) == (2, 0, 0)
-    c = sqlite_store.upsert_annotations(1, [_ann(11, ids[0], "negative", 0), _ann(12, ids[1], "positive", 5)])
+    c = sqlite_store.upsert_annotations(
+        1, [_ann(11, ids[0], "negative", 0), _ann(12, ids[1], "positive", 5)]
+    )
     assert (c.new, c.updated, c.unchanged) == (0, 1, 1)
     history = sqlite_store.annotation_history(12)
     assert [(h.revision, h.label) for h in history] == [(1, "neutral")]
@@ -93,9 +97,8 @@ def test_training_examples_skip_cancelled_and_take_the_latest(sqlite_store: Stor
 
 
 def test_lease_excludes_a_second_holder_until_released(sqlite_store: Store) -> None:
-    with sqlite_store.lease("retrain"), pytest.raises(LeaseBusy):
-        with sqlite_store.lease("retrain"):
-            pass
+    with sqlite_store.lease("retrain"), pytest.raises(LeaseBusy), sqlite_store.lease("retrain"):
+        pass
     with sqlite_store.lease("retrain"):  # released: free again
         pass
 
@@ -103,8 +106,12 @@ def test_lease_excludes_a_second_holder_until_released(sqlite_store: Store) -> N
 def test_expired_lease_or_dead_holder_is_taken_over(sqlite_store: Store) -> None:
     assert sqlite_store.try_acquire("x", "someone", timedelta(seconds=-1))
     assert sqlite_store.try_acquire("x", "me", timedelta(seconds=60))  # expired
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     pid = int(dead.stdout)
     sqlite_store.release("x", "me")
     assert sqlite_store.try_acquire("y", "ghost", timedelta(hours=1))
@@ -124,8 +131,13 @@ def test_expired_lease_or_dead_holder_is_taken_over(sqlite_store: Store) -> None
 def test_versions_and_single_production(sqlite_store: Store) -> None:
     for n in (1, 2):
         sqlite_store.add_version(
-            ModelVersion(number=n, base_model="b", checkpoint_path=f"/m/v{n}",
-                         weights_sha256="0" * 64, data_fingerprint=str(n))
+            ModelVersion(
+                number=n,
+                base_model="b",
+                checkpoint_path=f"/m/v{n}",
+                weights_sha256="0" * 64,
+                data_fingerprint=str(n),
+            )
         )
     sqlite_store.promote(1)
     sqlite_store.promote(2)
