@@ -197,10 +197,12 @@ def push(ctx: Context, progress: Progress, limit: int | None = None) -> dict[str
     if room <= 0:
         return {"project": project, "reconciled": reconciled, "skipped": f"{open_tasks} open"}
     production = store.production()
+    sel_scores: list[float | None]
     if production is None:
         pool = store.unlabelled_chat_ids(project)
         picked = [pool[i] for i in cold_start(len(pool), room, seed=settings.seed)]
-        strategy, version, sel_scores = "cold_start", None, [None] * len(picked)
+        strategy, version = "cold_start", None
+        sel_scores = [None] * len(picked)
     else:
         cands = store.candidates(production.number, project)
         probs = np.array([c.probs for c in cands], dtype=np.float64).reshape(-1, 3)

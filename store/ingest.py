@@ -90,12 +90,11 @@ def _csv_records(content: str, path: Path) -> Iterator[tuple[int, dict[str, Any]
         )
     for number, rec in enumerate(reader, start=1):
         if None in rec:  # more fields than the header
+            extra = len(rec[None])
             yield (
                 number,
-                RowError(
-                    number, f"{len(header) + len(rec[None])} fields, header has {len(header)}"
-                ),
-            )  # type: ignore[index]
+                RowError(number, f"{len(header) + extra} fields, header has {len(header)}"),
+            )
             continue
         if any(v is None for v in rec.values()):
             yield number, RowError(number, "fewer fields than the header")

@@ -17,6 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, delete, func, insert, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
@@ -184,7 +185,7 @@ class Store:
                         inserted += 1
                     elif row.text != item.text or row.meta != item.meta:
                         if row.text != item.text:
-                            s.exec(delete(Prediction).where(col(Prediction.chat_id) == row.id))  # type: ignore[call-overload]
+                            s.exec(delete(Prediction).where(col(Prediction.chat_id) == row.id))
                         row.text, row.meta, row.updated_at = item.text, item.meta, now
                         if item.received_at:
                             row.received_at = item.received_at
@@ -223,7 +224,8 @@ class Store:
             sent = select(LabelTask.chat_id)
             if project_id is not None:
                 sent = sent.where(LabelTask.project_id == project_id)
-            rows = s.exec(select(Chat.id).where(col(Chat.id).not_in(sent)).order_by(Chat.id)).all()
+            query = select(Chat.id).where(col(Chat.id).not_in(sent)).order_by(col(Chat.id))
+            rows = s.exec(query).all()
             return [r for r in rows if r is not None]
 
     # -- predictions --------------------------------------------------------------------------
@@ -268,24 +270,26 @@ class Store:
                     self._insert_ignore(Prediction, ["chat_id", "model_version"]), rows
                 )
                 s.commit()
-                written += max(result.rowcount or 0, 0)
+                written += _rowcount(result)
         return written
 
     def candidates(self, version: int, project_id: int) -> list[Candidate]:
         """Chats scored by ``version`` that were never sent to this project, for selection."""
         with self.session() as s:
             sent = select(LabelTask.chat_id).where(LabelTask.project_id == project_id)
-            rows = s.exec(
-                select(
-                    Prediction.chat_id,
-                    Prediction.p_negative,
-                    Prediction.p_neutral,
-                    Prediction.p_positive,
-                    Prediction.label,
-                    Prediction.score,
+            rows = s.execute(
+                sa_select(
+                    col(Prediction.chat_id),
+                    col(Prediction.p_negative),
+                    col(Prediction.p_neutral),
+                    col(Prediction.p_positive),
+                    col(Prediction.label),
+                    col(Prediction.score),
                 )
-                .where(Prediction.model_version == version, col(Prediction.chat_id).not_in(sent))
-                .order_by(Prediction.chat_id)
+                .where(
+                    col(Prediction.model_version) == version, col(Prediction.chat_id).not_in(sent)
+                )
+                .order_by(col(Prediction.chat_id))
             ).all()
         return [Candidate(r[0], (r[1], r[2], r[3]), r[4], r[5]) for r in rows]
 
@@ -329,7 +333,7 @@ class Store:
         with self.session() as s:
             result = s.execute(self._insert_ignore(LabelTask, ["chat_id", "project_id"]), rows)
             s.commit()
-            return max(result.rowcount or 0, 0)
+            return _rowcount(result)
 
     def pending_tasks(self, project_id: int) -> list[LabelTask]:
         with self.session() as s:
@@ -337,7 +341,7 @@ class Store:
                 s.exec(
                     select(LabelTask)
                     .where(LabelTask.project_id == project_id, LabelTask.state == "pending")
-                    .order_by(LabelTask.id)
+                    .order_by(col(LabelTask.id))
                 ).all()
             )
 
@@ -349,7 +353,7 @@ class Store:
             with self.session() as s:
                 for chat_id, ls_task_id in items[start : start + WRITE_CHUNK]:
                     s.exec(
-                        update(LabelTask)  # type: ignore[call-overload]
+                        update(LabelTask)
                         .where(
                             col(LabelTask.project_id) == project_id,
                             col(LabelTask.chat_id) == chat_id,
@@ -373,7 +377,7 @@ class Store:
             q = select(LabelTask).where(LabelTask.project_id == project_id)
             if states:
                 q = q.where(col(LabelTask.state).in_(states))
-            return list(s.exec(q.order_by(LabelTask.id)).all())
+            return list(s.exec(q.order_by(col(LabelTask.id))).all())
 
     # -- annotations --------------------------------------------------------------------------
 
@@ -444,7 +448,7 @@ class Store:
                         unchanged += 1
                     s.flush()
                 s.exec(
-                    update(LabelTask)  # type: ignore[call-overload]
+                    update(LabelTask)
                     .where(
                         col(LabelTask.project_id) == project_id,
                         col(LabelTask.chat_id).in_([i.chat_id for i in chunk if not i.cancelled]),
@@ -461,7 +465,7 @@ class Store:
                     select(AnnotationHistory)
                     .join(Annotation, col(Annotation.id) == col(AnnotationHistory.annotation_id))
                     .where(Annotation.ls_annotation_id == ls_annotation_id)
-                    .order_by(AnnotationHistory.revision)
+                    .order_by(col(AnnotationHistory.revision))
                 ).all()
             )
 
@@ -472,7 +476,11 @@ class Store:
                 select(Annotation, Chat.text)
                 .join(Chat, col(Chat.id) == col(Annotation.chat_id))
                 .where(Annotation.cancelled == False, col(Annotation.label).is_not(None))  # noqa: E712
-                .order_by(Annotation.chat_id, Annotation.updated_at, Annotation.ls_annotation_id)
+                .order_by(
+                    col(Annotation.chat_id),
+                    col(Annotation.updated_at),
+                    col(Annotation.ls_annotation_id),
+                )
             ).all()
         latest: dict[int, TrainingExample] = {}
         for ann, text in rows:
@@ -518,7 +526,7 @@ class Store:
 
     def versions(self) -> list[ModelVersion]:
         with self.session() as s:
-            return list(s.exec(select(ModelVersion).order_by(ModelVersion.number)).all())
+            return list(s.exec(select(ModelVersion).order_by(col(ModelVersion.number))).all())
 
     def version(self, number: int) -> ModelVersion | None:
         with self.session() as s:
@@ -535,7 +543,7 @@ class Store:
     def set_metrics(self, number: int, metrics: dict[str, Any]) -> None:
         with self.session() as s:
             s.exec(
-                update(ModelVersion)  # type: ignore[call-overload]
+                update(ModelVersion)
                 .where(col(ModelVersion.number) == number)
                 .values(metrics=metrics)
             )
@@ -545,12 +553,12 @@ class Store:
         """Make ``number`` the one production version, in one transaction."""
         with self.session() as s:
             s.exec(
-                update(ModelVersion)  # type: ignore[call-overload]
+                update(ModelVersion)
                 .where(col(ModelVersion.status) == "production", col(ModelVersion.number) != number)
                 .values(status="archived")
             )
             s.exec(
-                update(ModelVersion)  # type: ignore[call-overload]
+                update(ModelVersion)
                 .where(col(ModelVersion.number) == number)
                 .values(status="production", promoted_at=utcnow())
             )
@@ -652,7 +660,7 @@ class Store:
             if not stale:
                 return False
             result = s.exec(
-                update(Lease)  # type: ignore[call-overload]
+                update(Lease)
                 .where(col(Lease.name) == name, col(Lease.owner) == current.owner)
                 .values(owner=owner, host=host, pid=pid, acquired_at=now, expires_at=now + ttl)
             )
@@ -662,7 +670,7 @@ class Store:
     def renew(self, name: str, owner: str, ttl: timedelta) -> bool:
         with self.session() as s:
             result = s.exec(
-                update(Lease)  # type: ignore[call-overload]
+                update(Lease)
                 .where(col(Lease.name) == name, col(Lease.owner) == owner)
                 .values(expires_at=utcnow() + ttl)
             )
@@ -671,7 +679,7 @@ class Store:
 
     def release(self, name: str, owner: str) -> None:
         with self.session() as s:
-            s.exec(delete(Lease).where(col(Lease.name) == name, col(Lease.owner) == owner))  # type: ignore[call-overload]
+            s.exec(delete(Lease).where(col(Lease.name) == name, col(Lease.owner) == owner))
             s.commit()
 
     @contextmanager
@@ -710,6 +718,11 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
         return insert(table).prefix_with("IGNORE")
+
+
+def _rowcount(result: Any) -> int:
+    """Rows an insert-or-ignore actually wrote (a CursorResult; typed loosely by SQLAlchemy)."""
+    return max(int(result.rowcount or 0), 0)
 
 
 def _pid_alive(pid: int) -> bool:
