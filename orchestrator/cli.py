@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -94,14 +93,13 @@ def ingest(path: Path) -> None:
         err.print(f"  row {row}: {reason}")
     if len(report.rejected) > 50:
         err.print(f"  ... and {len(report.rejected) - 50} more")
+    extras = [f"{report.repeated} repeated ids (last row kept)"] if report.repeated else []
+    if report.long_texts:
+        extras.append(f"{report.long_texts} over-long (kept, truncated for the model)")
     console.print(
         f"{path.name}: {report.inserted} new, {report.updated} updated, "
         f"{report.unchanged} unchanged, {len(report.rejected)} rejected"
-        + (
-            f", {report.long_texts} over-long (kept, truncated for the model)"
-            if report.long_texts
-            else ""
-        )
+        + "".join(f", {e}" for e in extras)
     )
     if report.inserted + report.updated + report.unchanged == 0:
         err.print("[red]error:[/] no valid row in the file")
@@ -132,9 +130,9 @@ def status() -> None:
     )
     for run in reversed(store.runs(limit=5)):
         table.add_row(
-            f"last {run.step}",
-            f"{run.status} at {run.started_at:%Y-%m-%d %H:%M:%S} {json.dumps(run.counts)[:80]}"
-            + (f" error: {run.error[:80]}" if run.error else ""),
+            f"{run.step} ({run.trigger})",
+            f"{run.status} {run.started_at:%Y-%m-%d %H:%M:%S} {_summary(run.counts)}"
+            + (f" error: {run.error[:120]}" if run.error else ""),
         )
     console.print(table)
 
@@ -209,7 +207,7 @@ def _follow(results: list[Any], timeout: float) -> bool:
 
 def _summary(out: dict[str, Any]) -> str:
     keep = {k: v for k, v in out.items() if k not in ("status", "cleaned", "project")}
-    return ", ".join(f"{k}={v}" for k, v in keep.items())[:90]
+    return ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in keep.items())
 
 
 @app.command()

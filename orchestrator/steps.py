@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ STEPS = ("ingest", "score", "push", "pull", "retrain")
 #: Columns that would tell annotators the answer are never shown in Label Studio.
 HIDDEN_META = frozenset({"label", "label_confidence", "negative_reason", "sentiment"})
 SCORE_CHUNK = 2000
+PULL_OVERLAP = timedelta(seconds=30)
 
 
 def _no_progress(stage: str, done: int, total: int) -> None:
@@ -82,6 +84,7 @@ class IngestReport:
     unchanged: int
     rejected: list[tuple[int, str]]
     long_texts: int
+    repeated: int  # rows whose chat id appeared earlier in the same file (the last row wins)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -91,6 +94,7 @@ class IngestReport:
             "unchanged": self.unchanged,
             "rejected": len(self.rejected),
             "long_texts": self.long_texts,
+            "repeated": self.repeated,
         }
 
 
@@ -107,6 +111,7 @@ def ingest_file(ctx: Context, path: Path) -> IngestReport:
         counts.unchanged,
         [(e.row, e.reason) for e in parsed.errors],
         parsed.long_texts,
+        len(parsed.chats) - len({c.source_id for c in parsed.chats}),
     )
 
 
@@ -275,7 +280,10 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
     project = client.ensure_project(ctx.settings.project_title, "Chats chosen by sentiloop")
     cursor_name = f"annotations:{ctx.settings.ls_url}:{project}"
     cursor = store.get_cursor(cursor_name)
-    items = client.annotations_since(project, cursor)
+    # re-read a margin before the cursor: an annotation committed late is not missed, and
+    # the upsert by annotation id makes the overlap free of double counting
+    since = cursor - PULL_OVERLAP if cursor else None
+    items = client.annotations_since(project, since)
     by_task = store.task_chat_map(project)
     by_source = store.chat_ids_by_source(
         sorted({a.chat_id for a in items if a.task_id not in by_task})

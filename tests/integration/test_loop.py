@@ -64,3 +64,40 @@ def test_loop_on_embedded_defaults(sqlite_loop: Loop) -> None:
 
 def test_loop_on_redis_and_postgres(scaled_loop: Loop) -> None:
     _run_loop(scaled_loop)
+
+
+def test_beat_starts_cycles_on_schedule(sqlite_loop: Loop) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    loop = sqlite_loop
+    loop.env["SENTILOOP_SCHEDULE_SECONDS"] = "2"
+    assert loop.cli("init").returncode == 0
+    assert loop.cli("ingest", str(loop.pool)).returncode == 0
+    loop.start_worker()
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator", "beat"],
+        env=loop.env,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = loop.store()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pushes = [r for r in store.runs(limit=100) if r.step == "push" and r.trigger == "beat"]
+            if any(r.status == "ok" for r in pushes):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("beat started no cycle within 120 s\n" + loop.worker_logs())
+    finally:
+        beat.terminate()
+        beat.wait(timeout=30)
+    tasks = store.tasks(loop.client().ensure_project(loop.env["SENTILOOP_PROJECT_TITLE"]))
+    assert len(tasks) >= 40 and all(t.strategy == "cold_start" for t in tasks)
+    store.dispose()

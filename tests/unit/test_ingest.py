@@ -96,7 +96,10 @@ def test_cli_ingest_stores_every_good_row_and_reports_every_bad_one(
     result = CliRunner().invoke(app, ["ingest", str(path)])
     assert result.exit_code == 0, result.output
     out = " ".join(result.output.split())
-    assert "3 new, 0 updated, 0 unchanged, 7 rejected, 1 over-long" in out
+    assert (
+        "3 new, 0 updated, 0 unchanged, 7 rejected, 1 repeated ids (last row kept), 1 over-long"
+        in out
+    )
     for row in (2, 3, 4, 5, 6, 7, 8):
         assert f"row {row}: " in out
     assert "row 6: column 'text' is not valid UTF-8" in out
