@@ -49,9 +49,13 @@ def start_worker(
 
 
 def stop_worker(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
-    """Signal the worker's whole group (parent and pool children); SIGKILL after 30 s."""
+    """SIGTERM: a warm shutdown, which Celery's main process passes on to its pool children.
+    SIGKILL: the whole group at once, as a crash would. Either way SIGKILL after 30 s."""
     if proc.poll() is None:
-        os.killpg(proc.pid, sig)
+        if sig == signal.SIGKILL:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
