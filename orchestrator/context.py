@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.settings import Settings
-from store import Store
+from store import ModelVersion, Store
 
 if TYPE_CHECKING:
     from labeling import LabelStudioClient
@@ -37,16 +38,27 @@ class Context:
         client: LabelStudioClient = self._client
         return client
 
-    def scorer(self, checkpoint: str) -> Scorer:
-        """A scorer for this checkpoint; the previous one is dropped so memory does not grow."""
+    def verify(self, version: ModelVersion) -> None:
+        """Refuse a checkpoint whose bytes differ from what the registry recorded."""
+        from training import CheckpointError, verify_checkpoint
+
+        if version.checkpoint_deleted:
+            raise CheckpointError(f"v{version.number}'s checkpoint was deleted by retention")
+        verify_checkpoint(Path(version.checkpoint_path), version.weights_sha256)
+
+    def scorer(self, version: ModelVersion) -> Scorer:
+        """A scorer for this version, its checkpoint verified against the registry's sha256
+        first; the previous scorer is dropped so memory does not grow over cycles."""
         from training import Scorer
 
-        if checkpoint not in self._scorers:
+        key = f"{version.checkpoint_path}@{version.weights_sha256}"
+        if key not in self._scorers:
+            self.verify(version)
             self._scorers.clear()
-            self._scorers[checkpoint] = Scorer(
-                checkpoint,
+            self._scorers[key] = Scorer(
+                version.checkpoint_path,
                 device=self.settings.device,
                 batch_size=self.settings.score_batch_size,
                 max_length=self.settings.max_length,
             )
-        return self._scorers[checkpoint]
+        return self._scorers[key]

@@ -42,8 +42,17 @@ class Settings(BaseSettings):
     seed: int = 0
     min_train_labels: int = Field(20, ge=1, description="Labels needed before the first training.")
     eval_file: Path | None = Field(None, description="Labelled CSV/JSONL for metrics and the gate.")
+    test_file: Path | None = Field(None, description="Labelled file for reporting only.")
     promote: str = Field("auto", description="auto: promote when the gate passes; manual: never.")
     gate_tolerance: float = Field(0.01, ge=0, le=1, description="Allowed macro-F1 drop.")
+    gate_max_class_drop: float = Field(0.05, ge=0, le=1, description="Allowed per-class F1 drop.")
+    retrain_mode: str = Field("full", description="full or incremental.")
+    full_every: int = Field(5, ge=1, description="Every N-th version is a full retrain.")
+    replay_ratio: float = Field(1.0, ge=0, description="Replayed old labels per new label.")
+    incremental_epochs: int = Field(3, ge=1, le=50)
+    incremental_lr: float = Field(5e-5, gt=0, lt=1)
+    early_stopping_sample: int = Field(600, ge=10, description="Dev texts for early stopping.")
+    keep_candidates: int = Field(3, ge=0, description="Newest candidates kept on disk.")
 
     strategy: str = Field("entropy", description="Query strategy.")
     batch_size: int = Field(50, ge=1, le=10_000, description="Chats pushed per cycle.")
@@ -67,6 +76,13 @@ class Settings(BaseSettings):
     def _known_strategy(cls, value: str) -> str:
         if value not in STRATEGIES:
             raise ValueError(f"must be one of {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("retrain_mode")
+    @classmethod
+    def _retrain_mode(cls, value: str) -> str:
+        if value not in ("full", "incremental"):
+            raise ValueError("must be full or incremental")
         return value
 
     @field_validator("promote")

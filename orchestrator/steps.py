@@ -3,8 +3,6 @@ so a lost, repeated or concurrent Celery message changes nothing."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import time
@@ -17,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator import registry
 from orchestrator.context import Context
-from orchestrator.errors import StepError
-from store import AnnotationIn, LeaseBusy, ModelVersion, PredictionIn, parse_file
+from store import AnnotationIn, LeaseBusy, PredictionIn, parse_file
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +144,7 @@ def _move(path: Path, folder: Path) -> None:
 
 def score(ctx: Context, progress: Progress) -> dict[str, Any]:
     """Score unlabelled chats that the production version has not scored yet."""
-    from training import predicted_labels, sentiment_score, uncertainty
+    from training import apply_temperature, predicted_labels, sentiment_score, uncertainty
 
     production = ctx.store.production()
     if production is None:
@@ -156,7 +154,7 @@ def score(ctx: Context, progress: Progress) -> dict[str, Any]:
     if sample and len(ids) > sample:
         rng = np.random.default_rng([ctx.settings.seed, production.number, len(ids)])
         ids = sorted(int(i) for i in rng.choice(ids, size=sample, replace=False))
-    scorer = ctx.scorer(production.checkpoint_path)
+    scorer = ctx.scorer(production)
     written = 0
     for start in range(0, len(ids), SCORE_CHUNK):
         chunk = ids[start : start + SCORE_CHUNK]
@@ -167,7 +165,8 @@ def score(ctx: Context, progress: Progress) -> dict[str, Any]:
         def report(done: int, total: int, offset: int = offset) -> None:
             progress("score", offset + done, len(ids))
 
-        probs = scorer.predict_proba([chats[c].text for c in chunk], progress=report)
+        raw = scorer.predict_proba([chats[c].text for c in chunk], progress=report)
+        probs = apply_temperature(raw, production.temperature)
         labels, scores, unc = predicted_labels(probs), sentiment_score(probs), uncertainty(probs)
         rows = [
             PredictionIn(
@@ -319,207 +318,10 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
     }
 
 
-# -- retrain, evaluate, register ------------------------------------------------------------
-
-
-def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
-    """Train a version on all current labels unless one exists for exactly these labels."""
-    from training import TrainConfig, clean_stale_tmp, fine_tune, save_checkpoint
-
-    settings, store = ctx.settings, ctx.store
-    examples = store.training_examples()
-    eval_texts, eval_labels, eval_source, held_out = _eval_set(ctx, examples)
-    train = [e for e in examples if e.chat_id not in held_out]
-    if len(train) < settings.min_train_labels:
-        return {"skipped": f"{len(train)} labels, need {settings.min_train_labels}"}
-    config = TrainConfig(
-        epochs=settings.train_epochs,
-        learning_rate=settings.train_lr,
-        batch_size=settings.train_batch_size,
-        max_length=settings.max_length,
-        seed=settings.seed,
-    )
-    fingerprint = _fingerprint(settings.base_model, config.to_dict(), train)
-    existing = store.version_by_fingerprint(fingerprint)
-    if existing is not None:
-        return {
-            "skipped": f"v{existing.number} was trained on these labels",
-            "version": existing.number,
-        }
-    models_dir = settings.models_dir
-    models_dir.mkdir(parents=True, exist_ok=True)
-    removed = [p.name for p in clean_stale_tmp(models_dir)] + _remove_orphans(ctx)
-    production = store.production()
-    started = time.monotonic()
-    model, tokenizer = fine_tune(
-        settings.base_model,
-        [e.text for e in train],
-        [e.label for e in train],
-        config,
-        device=settings.device,
-        progress=lambda done, total: progress("train", done, total),
-    )
-    train_seconds = time.monotonic() - started
-    number = store.next_version_number()
-    info = save_checkpoint(
-        model,
-        tokenizer,
-        models_dir,
-        f"v{number:04d}",
-        {
-            "version": number,
-            "parent": production.number if production else None,
-            "base_model": settings.base_model,
-            "train_config": config.to_dict(),
-            "data_fingerprint": fingerprint,
-            "n_train": len(train),
-        },
-    )
-    del model
-    metrics = _evaluate(ctx, str(info.path), eval_texts, eval_labels, eval_source, progress)
-    version = store.add_version(
-        ModelVersion(
-            number=number,
-            parent=production.number if production else None,
-            base_model=settings.base_model,
-            checkpoint_path=str(info.path),
-            weights_sha256=info.sha256,
-            data_fingerprint=fingerprint,
-            train_config=config.to_dict(),
-            annotation_ids=sorted(e.annotation_id for e in train),
-            n_train=len(train),
-            metrics=metrics,
-            train_seconds=round(train_seconds, 2),
-        )
-    )
-    gate = _gate(ctx, version, production, eval_texts, eval_labels, eval_source, progress)
-    if gate["passed"] and settings.promote == "auto":
-        store.promote(number)
-    return {
-        "version": number,
-        "n_train": len(train),
-        "macro_f1": metrics.get("macro_f1"),
-        "accuracy": metrics.get("accuracy"),
-        "promoted": bool(gate["passed"] and settings.promote == "auto"),
-        "gate": gate["reason"],
-        "cleaned": removed,
-    }
-
-
-def _fingerprint(base_model: str, config: dict[str, Any], train: list[Any]) -> str:
-    payload = json.dumps(
-        {
-            "base": base_model,
-            "config": config,
-            "labels": [(e.annotation_id, e.chat_id, e.label) for e in train],
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _remove_orphans(ctx: Context) -> list[str]:
-    """Complete-looking checkpoints the store does not know (a crash between the rename and
-    the registration) are removed, so nothing valid-looking lies around unregistered."""
-    known = {Path(v.checkpoint_path).resolve() for v in ctx.store.versions()}
-    removed = []
-    for path in ctx.settings.models_dir.iterdir():
-        if path.is_dir() and not path.name.startswith(".") and path.resolve() not in known:
-            shutil.rmtree(path)
-            removed.append(path.name)
-    return removed
-
-
-_EVAL_CACHE: dict[str, tuple[list[str], list[str]]] = {}
-
-
-def _eval_set(ctx: Context, examples: list[Any]) -> tuple[list[str], list[str], str, set[int]]:
-    """The evaluation set: the configured labelled file, or else a fixed fifth of the labels
-    (by a hash of the chat id, so a chat never moves between training and evaluation)."""
-    path = ctx.settings.eval_file
-    if path is not None:
-        key = str(path)
-        if key not in _EVAL_CACHE:
-            parsed = parse_file(path)
-            rows = [
-                c
-                for c in parsed.chats
-                if c.meta.get("label") in ("negative", "neutral", "positive")
-            ]
-            if not rows:
-                raise StepError(
-                    f"SENTILOOP_EVAL_FILE {path} has no row with a valid 'label' column"
-                )
-            _EVAL_CACHE[key] = ([c.text for c in rows], [str(c.meta["label"]) for c in rows])
-        texts, labels = _EVAL_CACHE[key]
-        return texts, labels, f"file:{path.name}", set()
-    held = [e for e in examples if hashlib.sha256(str(e.chat_id).encode()).digest()[0] % 5 == 0]
-    return [e.text for e in held], [e.label for e in held], "holdout", {e.chat_id for e in held}
-
-
-def _evaluate(
-    ctx: Context,
-    checkpoint: str,
-    texts: list[str],
-    labels: list[str],
-    source: str,
-    progress: Progress,
-) -> dict[str, Any]:
-    from training import evaluate, predicted_labels
-
-    if not texts:
-        return {"eval_set": source, "n": 0}
-    probs = ctx.scorer(checkpoint).predict_proba(
-        texts, progress=lambda done, total: progress("evaluate", done, total)
-    )
-    metrics = evaluate(labels, predicted_labels(probs))
-    metrics["eval_set"] = source
-    metrics["eval_fingerprint"] = hashlib.sha256("\n".join(labels + texts).encode()).hexdigest()
-    return metrics
-
-
-def _gate(
-    ctx: Context,
-    candidate: ModelVersion,
-    production: ModelVersion | None,
-    texts: list[str],
-    labels: list[str],
-    source: str,
-    progress: Progress,
-) -> dict[str, Any]:
-    """Promote only if macro-F1 is at least production's minus the tolerance, both measured
-    on the same evaluation set."""
-    if production is None:
-        return {"passed": True, "reason": "no production version yet"}
-    cand = candidate.metrics.get("macro_f1")
-    if cand is None:
-        return {"passed": False, "reason": "no evaluation set"}
-    prod_metrics = production.metrics
-    if prod_metrics.get("eval_fingerprint") != candidate.metrics.get("eval_fingerprint"):
-        prod_metrics = _evaluate(ctx, production.checkpoint_path, texts, labels, source, progress)
-    prod = float(prod_metrics.get("macro_f1", 0.0))
-    passed = float(cand) >= prod - ctx.settings.gate_tolerance
-    verb = "passed" if passed else "failed"
-    return {"passed": passed, "reason": f"{verb}: macro-F1 {cand:.3f} vs production {prod:.3f}"}
-
-
-def evaluate_version(
-    ctx: Context, number: int, progress: Progress = _no_progress
-) -> dict[str, Any]:
-    """(Re-)evaluate a registered version on the current evaluation set and store the metrics."""
-    version = ctx.store.version(number)
-    if version is None:
-        raise StepError(f"no model version {number}")
-    texts, labels, source, _ = _eval_set(ctx, ctx.store.training_examples())
-    metrics = _evaluate(ctx, version.checkpoint_path, texts, labels, source, progress)
-    ctx.store.set_metrics(number, metrics)
-    return {"version": number, "macro_f1": metrics.get("macro_f1"), "eval_set": source}
-
-
 STEP_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "ingest": ingest_inbox,
     "score": score,
     "push": push,
     "pull": pull,
-    "retrain": retrain,
+    "retrain": registry.retrain,
 }

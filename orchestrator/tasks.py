@@ -10,7 +10,7 @@ from typing import Any
 from celery import Task, chain
 
 from labeling import LabelStudioUnavailable
-from orchestrator import steps
+from orchestrator import registry, steps
 from orchestrator.celery_app import app
 from orchestrator.context import Context
 from orchestrator.settings import load_settings
@@ -80,7 +80,7 @@ def ingest_file(self: Task, path: str) -> dict[str, Any]:
 
 @app.task(bind=True, name="sentiloop.evaluate")
 def evaluate(self: Task, version: int) -> dict[str, Any]:
-    return steps.evaluate_version(context(), version, progress=_progress(self))
+    return registry.evaluate_version(context(), version, progress=_progress(self))
 
 
 @app.task(name="sentiloop.cycle")

@@ -14,6 +14,7 @@ from store.models import (
     LabelTask,
     ModelVersion,
     Prediction,
+    Promotion,
     utcnow,
 )
 from store.store import (
@@ -44,6 +45,7 @@ __all__ = [
     "ParseResult",
     "Prediction",
     "PredictionIn",
+    "Promotion",
     "RowError",
     "Store",
     "StoreError",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -98,7 +98,20 @@ class AnnotationHistory(SQLModel, table=True):
 
 
 class ModelVersion(SQLModel, table=True):
-    """A trained, complete checkpoint and everything needed to trust it (lineage, metrics)."""
+    """A trained, complete checkpoint and everything needed to trust it (lineage, metrics).
+
+    A partial unique index makes "exactly one production version" a database guarantee, so
+    concurrent promotions cannot both win."""
+
+    __table_args__ = (
+        Index(
+            "uq_modelversion_one_production",
+            "status",
+            unique=True,
+            sqlite_where=text("status = 'production'"),
+            postgresql_where=text("status = 'production'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     number: int = Field(unique=True, index=True)
@@ -115,6 +128,24 @@ class ModelVersion(SQLModel, table=True):
     train_seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     promoted_at: datetime | None = None
+    mode: str = Field(default="full", max_length=16)  # full | incremental
+    temperature: float = 1.0
+    gate: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    checkpoint_deleted: bool = False
+
+
+class Promotion(SQLModel, table=True):
+    """Audit record of every promotion and rollback: who, when, why, and the gate figures."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(index=True)
+    previous: int | None = None
+    action: str = Field(max_length=16)  # promote | rollback
+    actor: str = Field(max_length=255)
+    reason: str = ""
+    forced: bool = False
+    gate: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    at: datetime = Field(default_factory=utcnow)
 
 
 class CycleRun(SQLModel, table=True):

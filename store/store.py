@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from store.models import (
     Lease,
     ModelVersion,
     Prediction,
+    Promotion,
     SyncCursor,
     utcnow,
 )
@@ -94,6 +96,7 @@ class TrainingExample:
     chat_id: int
     text: str
     label: str
+    pulled_at: datetime  # when this value reached the store (new or changed annotation)
 
 
 class Store:
@@ -485,7 +488,7 @@ class Store:
         latest: dict[int, TrainingExample] = {}
         for ann, text in rows:
             latest[ann.chat_id] = TrainingExample(
-                ann.ls_annotation_id, ann.chat_id, text, ann.label or ""
+                ann.ls_annotation_id, ann.chat_id, text, ann.label or "", ann.pulled_at
             )
         return [latest[c] for c in sorted(latest)]
 
@@ -540,6 +543,11 @@ class Store:
                 .order_by(col(ModelVersion.number).desc())
             ).first()
 
+    def set_gate(self, number: int, gate: dict[str, Any]) -> None:
+        with self.session() as s:
+            s.exec(update(ModelVersion).where(col(ModelVersion.number) == number).values(gate=gate))
+            s.commit()
+
     def set_metrics(self, number: int, metrics: dict[str, Any]) -> None:
         with self.session() as s:
             s.exec(
@@ -549,18 +557,107 @@ class Store:
             )
             s.commit()
 
-    def promote(self, number: int) -> None:
-        """Make ``number`` the one production version, in one transaction."""
+    def promote(
+        self,
+        number: int,
+        *,
+        actor: str,
+        reason: str = "",
+        action: str = "promote",
+        gate: dict[str, Any] | None = None,
+        forced: bool = False,
+    ) -> Promotion:
+        """Make ``number`` the one production version and record who did it and why, in one
+        transaction. The partial unique index refuses a second production row, so of two
+        concurrent promotions one wins and the other retries against the new state."""
+        for attempt in range(5):
+            try:
+                return self._promote_once(number, actor, reason, action, gate or {}, forced)
+            except IntegrityError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise StoreError("unreachable")  # pragma: no cover
+
+    def _promote_once(
+        self,
+        number: int,
+        actor: str,
+        reason: str,
+        action: str,
+        gate: dict[str, Any],
+        forced: bool,
+    ) -> Promotion:
+        with self.session() as s:
+            target = s.exec(select(ModelVersion).where(ModelVersion.number == number)).first()
+            if target is None:
+                raise StoreError(f"no model version {number}")
+            if target.checkpoint_deleted:
+                raise StoreError(f"v{number}'s checkpoint was deleted by retention")
+            current = s.exec(
+                select(ModelVersion).where(ModelVersion.status == "production")
+            ).first()
+            previous = current.number if current else None
+            if current is not None and current.number != number:
+                current.status = "archived"
+                s.add(current)
+                s.flush()  # the old row leaves 'production' before the new one enters it
+            target.status, target.promoted_at = "production", utcnow()
+            s.add(target)
+            record = Promotion(
+                version=number,
+                previous=previous,
+                action=action,
+                actor=actor,
+                reason=reason,
+                forced=forced,
+                gate=gate,
+            )
+            s.add(record)
+            s.commit()
+            s.refresh(record)
+            return record
+
+    def promotions(self, limit: int = 50) -> list[Promotion]:
+        with self.session() as s:
+            return list(
+                s.exec(select(Promotion).order_by(col(Promotion.id).desc()).limit(limit)).all()
+            )
+
+    def rollback_target(self) -> int | None:
+        """The version that was production before the current one was promoted."""
+        production = self.production()
+        if production is None:
+            return None
+        with self.session() as s:
+            last = s.exec(
+                select(Promotion)
+                .where(Promotion.version == production.number)
+                .order_by(col(Promotion.id).desc())
+            ).first()
+        return last.previous if last else None
+
+    def lineage(self, number: int) -> list[int]:
+        """Annotation ids a version learned from: its own training set, plus its parent's
+        lineage when it was warm-started (incremental)."""
+        ids: set[int] = set()
+        seen: set[int] = set()
+        current: int | None = number
+        while current is not None and current not in seen:
+            seen.add(current)
+            version = self.version(current)
+            if version is None:
+                break
+            ids.update(version.annotation_ids)
+            current = version.parent if version.mode == "incremental" else None
+        return sorted(ids)
+
+    def mark_checkpoint_deleted(self, number: int) -> None:
         with self.session() as s:
             s.exec(
                 update(ModelVersion)
-                .where(col(ModelVersion.status) == "production", col(ModelVersion.number) != number)
-                .values(status="archived")
-            )
-            s.exec(
-                update(ModelVersion)
                 .where(col(ModelVersion.number) == number)
-                .values(status="production", promoted_at=utcnow())
+                .values(checkpoint_deleted=True)
             )
             s.commit()
 

@@ -4,6 +4,7 @@ Independent of the rest of the project (no Label Studio, Celery or database impo
 it can be tested and run on its own. Importing it loads torch and transformers but no model.
 """
 
+from training.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from training.checkpoint import (
     CheckpointInfo,
     clean_stale_tmp,
@@ -29,10 +30,13 @@ __all__ = [
     "Scorer",
     "TrainConfig",
     "TrainingError",
+    "apply_temperature",
     "clean_stale_tmp",
     "cold_start",
     "evaluate",
+    "expected_calibration_error",
     "fine_tune",
+    "fit_temperature",
     "is_complete",
     "load_for_training",
     "pick_device",

@@ -39,6 +39,9 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     seed: int = 0
     class_weighted: bool = True
+    #: Stop when macro-F1 on the evaluation texts has not improved for this many epochs and
+    #: keep the best epoch's weights (0: no early stopping, train every epoch).
+    early_stopping_patience: int = 0
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.max_length < 2:
@@ -108,6 +111,39 @@ def _linear_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def _macro_f1(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoded: Sequence[dict[str, list[int]]],
+    targets: Sequence[int],
+    device: torch.device,
+    batch_size: int,
+) -> float:
+    """Macro-F1 of the model in its current state (for early stopping)."""
+    from sklearn.metrics import f1_score
+
+    module: nn.Module = model
+    module.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    predicted = [0] * len(encoded)
+    with torch.inference_mode():
+        for idx in chunks(order, batch_size):
+            batch = pad_batch(tokenizer, [encoded[i] for i in idx], device)
+            with autocast(device, training=False):
+                logits = model(**batch).logits
+            for i, p in zip(idx, logits.argmax(dim=-1).tolist(), strict=True):
+                predicted[i] = int(p)
+    return float(
+        f1_score(
+            list(targets),
+            predicted,
+            labels=list(range(len(LABELS))),
+            average="macro",
+            zero_division=0,
+        )
+    )
+
+
 def fine_tune(
     base_model: str,
     texts: Sequence[str],
@@ -116,8 +152,14 @@ def fine_tune(
     *,
     device: str = "auto",
     progress: Callable[[int, int], None] | None = None,
+    eval_texts: Sequence[str] = (),
+    eval_labels: Sequence[str] = (),
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Fine-tune ``base_model`` on labelled texts and return the model and tokenizer.
+
+    ``base_model`` may be one of our checkpoints (a warm start: its head is kept). With
+    ``config.early_stopping_patience`` and evaluation texts, each epoch is scored on them
+    and the best epoch's weights are returned.
 
     Seeding covers the new head's initialisation, dropout and the shuffling order, so
     the same inputs give the same model on the same hardware. ``progress(step,
@@ -154,6 +196,11 @@ def fine_tune(
         None if weight is None else [round(float(w), 3) for w in weight],
     )
 
+    eval_encoded = encode(tokenizer, eval_texts, config.max_length) if eval_texts else []
+    eval_targets = _label_ids(eval_labels) if eval_texts else []
+    stopping = config.early_stopping_patience > 0 and bool(eval_encoded)
+    best_f1, best_state, stale = -1.0, None, 0
+
     started = time.monotonic()
     step = 0
     module.train()
@@ -178,6 +225,28 @@ def fine_tune(
         logger.info(
             "epoch %d/%d: mean loss %.4f", epoch + 1, config.epochs, epoch_loss / steps_per_epoch
         )
+        if stopping:
+            f1 = _macro_f1(model, tokenizer, eval_encoded, eval_targets, dev, config.batch_size * 4)
+            module.train()
+            logger.info(
+                "epoch %d: macro-F1 %.4f on %d evaluation texts", epoch + 1, f1, len(eval_targets)
+            )
+            if f1 > best_f1:
+                best_f1, stale = f1, 0
+                best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
+                }
+            else:
+                stale += 1
+                if stale >= config.early_stopping_patience:
+                    logger.info(
+                        "early stop after epoch %d (best macro-F1 %.4f)", epoch + 1, best_f1
+                    )
+                    if progress is not None:
+                        progress(total_steps, total_steps)
+                    break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     module.eval()
     logger.info("fine-tuning finished in %.1f s", time.monotonic() - started)
     return model, tokenizer

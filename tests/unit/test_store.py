@@ -139,8 +139,8 @@ def test_versions_and_single_production(sqlite_store: Store) -> None:
                 data_fingerprint=str(n),
             )
         )
-    sqlite_store.promote(1)
-    sqlite_store.promote(2)
+    sqlite_store.promote(1, actor="test")
+    sqlite_store.promote(2, actor="test")
     statuses = {v.number: v.status for v in sqlite_store.versions()}
     assert statuses == {1: "archived", 2: "production"}
     assert sqlite_store.production() is not None

@@ -1,0 +1,196 @@
+"""Registry rules on a real SQLite store: one production, audit, rollback, lineage, modes,
+replay, retention and calibration."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator import registry
+from orchestrator.context import Context
+from orchestrator.settings import load_settings
+from store import ModelVersion, Store, TrainingExample
+from training import apply_temperature, expected_calibration_error, fit_temperature
+
+pytestmark = pytest.mark.unit
+
+
+def _add(
+    store: Store,
+    n: int,
+    *,
+    mode: str = "full",
+    parent: int | None = None,
+    ids: list[int] | None = None,
+    path: str = "/nonexistent",
+) -> None:
+    store.add_version(
+        ModelVersion(
+            number=n,
+            parent=parent,
+            base_model="b",
+            checkpoint_path=f"{path}/v{n}",
+            weights_sha256="0" * 64,
+            data_fingerprint=f"fp{n}",
+            mode=mode,
+            annotation_ids=ids or [],
+        )
+    )
+
+
+def test_promotions_are_audited_and_rollback_returns_to_the_previous(sqlite_store: Store) -> None:
+    for n in (1, 2, 3):
+        _add(sqlite_store, n)
+    sqlite_store.promote(1, actor="alice", reason="first")
+    sqlite_store.promote(3, actor="bob", reason="better", forced=True)
+    assert sqlite_store.rollback_target() == 1
+    record = sqlite_store.promote(1, actor="carol", reason="v3 misroutes", action="rollback")
+    assert (record.version, record.previous, record.action) == (1, 3, "rollback")
+    audit = [(p.version, p.previous, p.actor, p.forced) for p in sqlite_store.promotions()]
+    assert audit == [(1, 3, "carol", False), (3, 1, "bob", True), (1, None, "alice", False)]
+    assert [v.status for v in sqlite_store.versions()] == ["production", "candidate", "archived"]
+
+
+def test_concurrent_promotions_leave_exactly_one_production(sqlite_store: Store) -> None:
+    for n in range(1, 9):
+        _add(sqlite_store, n)
+    barrier = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def promote(n: int) -> None:
+        store = Store(sqlite_store.url)
+        barrier.wait()
+        try:
+            store.promote(n, actor=f"t{n}")
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+        finally:
+            store.dispose()
+
+    threads = [threading.Thread(target=promote, args=(n,)) for n in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    statuses = [v.status for v in sqlite_store.versions()]
+    assert statuses.count("production") == 1
+    assert len(sqlite_store.promotions()) == 8
+
+
+def test_the_database_refuses_a_second_production_row(sqlite_store: Store) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    _add(sqlite_store, 1)
+    _add(sqlite_store, 2)
+    sqlite_store.promote(1, actor="t")
+    with sqlite_store.session() as s, pytest.raises(IntegrityError):
+        v2 = sqlite_store.version(2)
+        assert v2 is not None
+        v2.status = "production"
+        s.add(v2)
+        s.commit()
+
+
+def test_lineage_follows_incremental_parents_only(sqlite_store: Store) -> None:
+    _add(sqlite_store, 1, ids=[1, 2, 3])
+    _add(sqlite_store, 2, mode="incremental", parent=1, ids=[4, 2])
+    _add(sqlite_store, 3, mode="incremental", parent=2, ids=[5])
+    _add(sqlite_store, 4, mode="full", parent=3, ids=[1, 2, 3, 4, 5, 6])
+    assert sqlite_store.lineage(3) == [1, 2, 3, 4, 5]
+    assert sqlite_store.lineage(4) == [1, 2, 3, 4, 5, 6]
+    assert sqlite_store.lineage(1) == [1, 2, 3]
+
+
+def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Context:
+    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
+    for key, value in env.items():
+        monkeypatch.setenv(f"SENTILOOP_{key.upper()}", value)
+    ctx = Context.from_settings(load_settings())
+    ctx.store.init()
+    return ctx
+
+
+def test_mode_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ctx = _ctx(tmp_path, monkeypatch, retrain_mode="incremental", full_every="3")
+    assert registry.choose_mode(ctx, None)[0] == "full"
+    _add(ctx.store, 1)
+    ctx.store.promote(1, actor="t")
+    assert registry.choose_mode(ctx, ctx.store.production())[0] == "incremental"
+    _add(ctx.store, 2, mode="incremental", parent=1)
+    ctx.store.promote(2, actor="t")
+    assert registry.choose_mode(ctx, ctx.store.production())[0] == "incremental"
+    _add(ctx.store, 3, mode="incremental", parent=2)
+    ctx.store.promote(3, actor="t")
+    mode, why = registry.choose_mode(ctx, ctx.store.production())
+    assert mode == "full" and "SENTILOOP_FULL_EVERY" in why
+    # an incremental candidate that failed the gate forces a full retrain next
+    _add(ctx.store, 4, mode="incremental", parent=1)
+    ctx.store.set_gate(4, {"passed": False, "reason": "worse"})
+    ctx.store.promote(1, actor="t")
+    assert registry.choose_mode(ctx, ctx.store.production()) == (
+        "full",
+        "incremental v4 failed the gate",
+    )
+    ctx.store.dispose()
+
+
+def test_replay_sample_is_stratified_and_sized() -> None:
+    now = datetime.now(UTC)
+    old = [
+        TrainingExample(i, i, f"t{i}", lab, now)
+        for i, lab in enumerate(["negative"] * 60 + ["neutral"] * 30 + ["positive"] * 10)
+    ]
+    picked = registry.replay_sample(old, n_new=20, ratio=1.0, seed=0)
+    labels = [e.label for e in picked]
+    assert len(picked) == 20 and len({e.chat_id for e in picked}) == 20
+    assert (labels.count("negative"), labels.count("neutral"), labels.count("positive")) == (
+        12,
+        6,
+        2,
+    )
+    assert registry.replay_sample(old, n_new=500, ratio=1.0, seed=0) == sorted(
+        old, key=lambda e: e.chat_id
+    )
+    assert registry.replay_sample(old, n_new=10, ratio=0.0, seed=0) == []
+
+
+def test_retention_keeps_production_parent_rollback_target_and_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _ctx(tmp_path, monkeypatch, keep_candidates="1")
+    models = tmp_path / "models"
+    for n in range(1, 7):
+        (models / f"v{n}").mkdir(parents=True)
+        _add(ctx.store, n, parent=n - 1 if n > 1 else None, path=str(models))
+    ctx.store.promote(2, actor="t")
+    ctx.store.promote(4, actor="t")  # production v4: parent v3, rollback target v2
+    deleted = registry.apply_retention(ctx)
+    assert sorted(deleted) == ["v1", "v5"]
+    assert sorted(p.name for p in models.iterdir()) == ["v2", "v3", "v4", "v6"]
+    rows = {v.number: v.checkpoint_deleted for v in ctx.store.versions()}
+    assert rows == {1: True, 2: False, 3: False, 4: False, 5: True, 6: False}
+    ctx.store.dispose()
+
+
+def test_temperature_scaling_fixes_overconfidence() -> None:
+    rng = np.random.default_rng(0)
+    labels = ["negative", "neutral", "positive"]
+    y = rng.integers(0, 3, size=3000)
+    logits = rng.normal(size=(3000, 3))
+    logits[np.arange(3000), y] += 1.0  # informative but weak...
+    probs = np.exp(logits * 4)  # ...and made over-confident
+    probs /= probs.sum(axis=1, keepdims=True)
+    names = [labels[i] for i in y]
+    t = fit_temperature(probs, names)
+    assert t > 2.0
+    before = expected_calibration_error(probs, names)
+    after = expected_calibration_error(apply_temperature(probs, t), names)
+    assert after < before / 2
+    same = apply_temperature(probs, t)
+    assert (same.argmax(axis=1) == probs.argmax(axis=1)).all()  # ranking of classes unchanged
+    np.testing.assert_allclose(apply_temperature(probs, 1.0), probs)
