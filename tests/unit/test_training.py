@@ -180,6 +180,7 @@ def test_train_config_to_dict() -> None:
         "warmup_ratio": 0.1,
         "seed": 0,
         "class_weighted": True,
+        "early_stopping_patience": 0,
     }
     with pytest.raises(TrainingError):
         TrainConfig(epochs=0)
