@@ -5,7 +5,7 @@ export PYTHONPATH := $(CURDIR)
 export HF_HUB_OFFLINE ?= 1
 export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
 
-.PHONY: setup demo test test-unit test-integration lint clean
+.PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,12 @@ test-integration: setup
 
 test: setup lint
 	$(PY) -m pytest -q --durations=15
+
+bench-retraining: setup
+	$(PY) -m benchmarks.retraining --out benchmarks/results/retraining.md $(BENCH_ARGS)
+
+bench-scoring: setup
+	$(PY) -m benchmarks.scoring $(BENCH_ARGS)
 
 clean:
 	rm -rf var .venv .venv-labelstudio .pytest_cache .mypy_cache .ruff_cache

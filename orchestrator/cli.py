@@ -217,23 +217,15 @@ def worker(
     queues: Annotated[str | None, typer.Option(help="Comma-separated queues.")] = None,
 ) -> None:
     """Run a Celery worker (models load lazily in its child processes)."""
+    from orchestrator.processes import worker_command
+
     settings = _settings()
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "orchestrator.celery_app",
-        "worker",
-        "--loglevel",
-        settings.log_level,
-        "--pool",
-        pool,
-        "--concurrency",
-        str(concurrency or settings.worker_concurrency),
-    ]
-    if queues:
-        args += ["--queues", queues]
+    args = worker_command(
+        concurrency=concurrency or settings.worker_concurrency,
+        pool=pool,
+        loglevel=settings.log_level,
+        queues=queues,
+    )
     os.execv(sys.executable, args)
 
 

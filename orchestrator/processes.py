@@ -11,6 +11,20 @@ from pathlib import Path
 from orchestrator.settings import REPO_ROOT
 
 
+def worker_command(
+    *,
+    concurrency: int = 1,
+    pool: str = "prefork",
+    name: str = "sentiloop@%h",
+    loglevel: str = "INFO",
+    queues: str | None = None,
+) -> list[str]:
+    """The ``celery worker`` command line for our app."""
+    app = [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker"]
+    options = ["--pool", pool, "--concurrency", str(concurrency), "--loglevel", loglevel]
+    return app + options + ["-n", name] + (["--queues", queues] if queues else [])
+
+
 def start_worker(
     log_path: Path,
     *,
@@ -24,22 +38,7 @@ def start_worker(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "orchestrator.celery_app",
-                "worker",
-                "--pool",
-                "prefork",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "-n",
-                name,
-            ],
+            worker_command(concurrency=concurrency, name=name),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

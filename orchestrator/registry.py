@@ -13,7 +13,7 @@ import socket
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +282,13 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         return {"skipped": f"{len(train)} labels, need {settings.min_train_labels}"}
     production = store.production()
     mode, why = choose_mode(ctx, production)
+    full_config = TrainConfig(
+        epochs=settings.train_epochs,
+        learning_rate=settings.train_lr,
+        batch_size=settings.train_batch_size,
+        max_length=settings.max_length,
+        seed=settings.seed,
+    )
     if mode == "incremental" and production is not None:
         seen = (
             set(production.annotation_ids)
@@ -297,24 +304,15 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         old = [e for e in train if e.annotation_id not in fresh_ids]
         batch = fresh + replay_sample(old, len(fresh), settings.replay_ratio, settings.seed)
         base, parent_sha = production.checkpoint_path, production.weights_sha256
-        config = TrainConfig(
+        config = replace(
+            full_config,
             epochs=settings.incremental_epochs,
             learning_rate=settings.incremental_lr,
-            batch_size=settings.train_batch_size,
-            max_length=settings.max_length,
-            seed=settings.seed,
             early_stopping_patience=1,
         )
         ctx.verify(production)
     else:
-        batch, base, parent_sha = train, settings.base_model, ""
-        config = TrainConfig(
-            epochs=settings.train_epochs,
-            learning_rate=settings.train_lr,
-            batch_size=settings.train_batch_size,
-            max_length=settings.max_length,
-            seed=settings.seed,
-        )
+        batch, base, parent_sha, config = train, settings.base_model, "", full_config
     fingerprint = _fingerprint(mode, base, parent_sha, config.to_dict(), batch)
     existing = store.version_by_fingerprint(fingerprint)
     if existing is not None:
