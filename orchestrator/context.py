@@ -60,5 +60,6 @@ class Context:
                 device=self.settings.device,
                 batch_size=self.settings.score_batch_size,
                 max_length=self.settings.max_length,
+                precision=self.settings.score_precision,
             )
         return self._scorers[key]

@@ -38,7 +38,10 @@ class Settings(BaseSettings):
     train_epochs: int = Field(3, ge=1, le=50)
     train_lr: float = Field(1e-4, gt=0, lt=1)
     train_batch_size: int = Field(16, ge=1, le=1024)
-    score_batch_size: int = Field(64, ge=1, le=4096)
+    score_batch_size: int | None = Field(
+        None, ge=1, le=4096, description="Default 64 CPU, 256 GPU."
+    )
+    score_precision: str = Field("auto", description="fp32, bf16, int8 or auto.")
     seed: int = 0
     min_train_labels: int = Field(20, ge=1, description="Labels needed before the first training.")
     eval_file: Path | None = Field(None, description="Labelled CSV/JSONL for metrics and the gate.")
@@ -76,6 +79,13 @@ class Settings(BaseSettings):
     def _known_strategy(cls, value: str) -> str:
         if value not in STRATEGIES:
             raise ValueError(f"must be one of {', '.join(STRATEGIES)}")
+        return value
+
+    @field_validator("score_precision")
+    @classmethod
+    def _precision(cls, value: str) -> str:
+        if value not in ("fp32", "bf16", "int8", "auto"):
+            raise ValueError("must be fp32, bf16, int8 or auto")
         return value
 
     @field_validator("retrain_mode")

@@ -16,13 +16,14 @@ from training.errors import CheckpointError, ModelLoadError, TrainingError
 from training.evaluate import evaluate
 from training.labels import LABELS, predicted_labels, sentiment_score, uncertainty
 from training.model import DEFAULT_BASE_MODEL, load_for_training, pick_device, resolve_model_path
-from training.scoring import Scorer
-from training.selection import STRATEGIES, cold_start, select
+from training.scoring import PRECISIONS, Scorer, resolve_precision
+from training.selection import STRATEGIES, cold_start, select, top_k
 from training.train import TrainConfig, fine_tune
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "LABELS",
+    "PRECISIONS",
     "STRATEGIES",
     "CheckpointError",
     "CheckpointInfo",
@@ -42,9 +43,11 @@ __all__ = [
     "pick_device",
     "predicted_labels",
     "resolve_model_path",
+    "resolve_precision",
     "save_checkpoint",
     "select",
     "sentiment_score",
+    "top_k",
     "uncertainty",
     "verify_checkpoint",
 ]

@@ -45,8 +45,24 @@ def pad_batch(
             seq = item[key]
             pad = [fill[key]] * (width - len(seq))
             rows.append(pad + seq if left else seq + pad)
-        out[key] = torch.tensor(rows, dtype=torch.long, device=device)
-    return out
+        out[key] = torch.tensor(rows, dtype=torch.long)
+    return to_device(out, device)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a host batch to ``device``; on CUDA through pinned memory, without blocking.
+
+    A copy from pinned (page-locked) memory with ``non_blocking=True`` is queued on the
+    current stream and returns at once, so the host can prepare the next batch while the
+    GPU copies and computes. PyTorch's pinned-memory allocator keeps the host buffer alive
+    until the queued copy has finished, so dropping ``batch`` afterwards is safe.
+    """
+    if device.type != "cuda":
+        return batch if device.type == "cpu" else {k: v.to(device) for k, v in batch.items()}
+    return {
+        k: (v if v.is_pinned() else v.pin_memory()).to(device, non_blocking=True)
+        for k, v in batch.items()
+    }
 
 
 def autocast(device: torch.device, *, training: bool) -> contextlib.AbstractContextManager[None]:
