@@ -28,7 +28,7 @@ test: setup lint
 	$(PY) -m pytest -q --durations=15
 
 bench-retraining: setup
-	$(PY) -m benchmarks.retraining --out benchmarks/results/retraining.md $(BENCH_ARGS)
+	$(PY) -m benchmarks.retraining $(BENCH_ARGS)
 
 bench-scoring: setup
 	$(PY) -m benchmarks.scoring $(BENCH_ARGS)
