@@ -516,9 +516,11 @@ def demo(
     """Run the whole loop end to end with a simulated annotator."""
     from orchestrator.demo import run_demo
 
+    # a log file gets the whole table, not one cut to 80 columns
+    out = console if console.is_terminal else Console(width=140)
     _run(
         lambda: run_demo(
-            console,
+            out,
             pool=pool,
             dev=dev,
             rounds=rounds,

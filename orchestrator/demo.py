@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from orchestrator.errors import StepError
@@ -122,7 +123,7 @@ def run_demo(
             table.add_row(*row)
             console.print(
                 f"round {row[0]}: {row[1]} labels, {row[2]} macro-F1 {row[3]} accuracy {row[4]} "
-                f"promoted {row[5]} [gate {trained.get('gate', '-')}] "
+                f"promoted {row[5]} (gate {escape(str(trained.get('gate', '-')))}) "
                 f"({', '.join(f'{k} {times.get(k, 0):.1f}s' for k in _TIMED)})",
                 soft_wrap=True,
             )
@@ -135,8 +136,10 @@ def run_demo(
             f"  store: {store.safe_url}\n"
             f"  checkpoints: {settings.models_dir}"
             + (f"  (production v{production.number})" if production else "")
-            + f"\n  inspect: SENTILOOP_HOME={home} sentiloop status | sentiloop models list\n"
-            f"  stop Label Studio: SENTILOOP_HOME={home} sentiloop labelstudio down"
+            + f"\n  inspect: SENTILOOP_HOME={home} bin/sentiloop status   (also: models list, "
+            "models show N)\n"
+            f"  stop Label Studio: SENTILOOP_HOME={home} bin/sentiloop labelstudio down",
+            soft_wrap=True,
         )
     finally:
         stop_worker(worker)
