@@ -8,7 +8,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cache=${SENTILOOP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/sentiloop}
+cache=${SENTILOOP_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/sentiloop}
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || { echo "setup: $python not found (set PYTHON=...)" >&2; exit 1; }
 pyver=$("$python" -c 'import sys; print(".".join(map(str, sys.version_info[:3])))')
