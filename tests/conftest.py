@@ -2,15 +2,54 @@
 
 from __future__ import annotations
 
+import csv
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from store import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AIRLINE = REPO_ROOT.parent / "shared" / "data" / "airline"
+
+
+def airline_sample(split: str, n: int, seed: int) -> tuple[list[str], list[str]]:
+    """Texts and labels of a seeded random sample of a split, or skip if the data is absent."""
+    path = AIRLINE / f"{split}.csv"
+    if not path.is_file():
+        pytest.skip(f"airline data not found at {path} (expected in ../shared next to the repo)")
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    pick = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
+    return [rows[i]["text"] for i in pick], [rows[i]["label"] for i in pick]
+
+
+def race_promotions(url: str, versions: int, rounds: int = 1) -> list[BaseException]:
+    """Promote ``versions`` different versions from as many threads at once (each with its
+    own engine) and return what they raised."""
+    barrier = threading.Barrier(versions)
+    errors: list[BaseException] = []
+
+    def promote(n: int) -> None:
+        own = Store(url)
+        barrier.wait()
+        try:
+            for _ in range(rounds):
+                own.promote(n, actor=f"t{n}")
+        except BaseException as exc:  # collected for the caller to assert on
+            errors.append(exc)
+        finally:
+            own.dispose()
+
+    threads = [threading.Thread(target=promote, args=(n,)) for n in range(1, versions + 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import random
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +18,7 @@ from orchestrator.cli import app
 from orchestrator.context import Context
 from orchestrator.settings import load_settings
 from store import AnnotationIn, ChatIn, ModelVersion, Store
+from tests.conftest import race_promotions
 
 pytestmark = pytest.mark.integration
 
@@ -179,25 +179,7 @@ def test_concurrent_promotions_on_postgres(postgres_url: str) -> None:
                 data_fingerprint=f"fp{n}",
             )
         )
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def promote(n: int) -> None:
-        own = Store(postgres_url)
-        barrier.wait()
-        try:
-            for _ in range(3):
-                own.promote(n, actor=f"t{n}")
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
-        finally:
-            own.dispose()
-
-    threads = [threading.Thread(target=promote, args=(n,)) for n in range(1, 9)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = race_promotions(postgres_url, 8, rounds=3)
     assert errors == []
     assert [v.status for v in store.versions()].count("production") == 1
     assert len(store.promotions(limit=100)) == 24

@@ -6,7 +6,6 @@ the data is read from ../shared, never copied into the repository.
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub in tests
 
+from tests.conftest import airline_sample
 from training import (  # imported after the environment is set
     DEFAULT_BASE_MODEL,
     Scorer,
@@ -27,23 +27,11 @@ from training import (  # imported after the environment is set
 
 pytestmark = pytest.mark.integration
 
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/airline"
-
-
-def _rows(split: str, n: int, seed: int) -> tuple[list[str], list[str]]:
-    path = DATA_DIR / f"{split}.csv"
-    if not path.is_file():
-        pytest.skip(f"airline data not found at {path} (expected in ../shared next to the repo)")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    pick = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
-    return [rows[i]["text"] for i in pick], [rows[i]["label"] for i in pick]
-
 
 @pytest.fixture(scope="session")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fine-tuned checkpoint: near-ties of an untrained head would make agreement noisy."""
-    texts, labels = _rows("pool", 240, seed=1)
+    texts, labels = airline_sample("pool", 240, seed=1)
     model, tokenizer = fine_tune(
         DEFAULT_BASE_MODEL, texts, labels, TrainConfig(epochs=2), device="cpu"
     )
@@ -52,7 +40,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def dev_texts() -> list[str]:
-    return _rows("dev", 200, seed=7)[0]
+    return airline_sample("dev", 200, seed=7)[0]
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ copied into the repository.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import time
@@ -18,6 +17,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub in tests
 
+from tests.conftest import airline_sample
 from training import (  # imported after the environment is set
     DEFAULT_BASE_MODEL,
     LABELS,
@@ -37,24 +37,11 @@ from training import (  # imported after the environment is set
 pytestmark = pytest.mark.integration
 logger = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared/data/airline"
-
-
-def _rows(split: str, n: int, seed: int) -> tuple[list[str], list[str]]:
-    """A seeded random sample of ``n`` rows of a split, or skip if the data is absent."""
-    path = DATA_DIR / f"{split}.csv"
-    if not path.is_file():
-        pytest.skip(f"airline data not found at {path} (expected in ../shared next to the repo)")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    pick = np.random.default_rng(seed).choice(len(rows), size=min(n, len(rows)), replace=False)
-    return [rows[i]["text"] for i in pick], [rows[i]["label"] for i in pick]
-
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointInfo:
     """One quick fine-tune (60 rows, 1 epoch) saved as a checkpoint, shared by the tests."""
-    texts, labels = _rows("pool", 60, seed=0)
+    texts, labels = airline_sample("pool", 60, seed=0)
     steps: list[tuple[int, int]] = []
     model, tokenizer = fine_tune(
         DEFAULT_BASE_MODEL,
@@ -100,7 +87,7 @@ def test_stale_tmp_dir_is_incomplete_and_cleaned(checkpoint: CheckpointInfo) -> 
 
 
 def test_scorer_probabilities_and_order_independence(checkpoint: CheckpointInfo) -> None:
-    texts, _ = _rows("dev", 40, seed=1)
+    texts, _ = airline_sample("dev", 40, seed=1)
     texts.append("")  # an empty chat must not break batching
     scorer = Scorer(checkpoint.path, device="cpu", batch_size=8)
     calls: list[tuple[int, int]] = []
@@ -119,8 +106,8 @@ def test_scorer_probabilities_and_order_independence(checkpoint: CheckpointInfo)
 
 def test_training_learns_beyond_majority_baseline(tmp_path: Path) -> None:
     """3 epochs on 300 pool rows must beat the majority-class macro-F1 (about 0.26)."""
-    train_texts, train_labels = _rows("pool", 300, seed=3)
-    dev_texts, dev_labels = _rows("dev", 300, seed=4)
+    train_texts, train_labels = airline_sample("pool", 300, seed=3)
+    dev_texts, dev_labels = airline_sample("dev", 300, seed=4)
     started = time.monotonic()
     model, tokenizer = fine_tune(
         DEFAULT_BASE_MODEL, train_texts, train_labels, TrainConfig(epochs=3), device="cpu"

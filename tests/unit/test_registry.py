@@ -3,7 +3,6 @@ replay, retention and calibration."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from orchestrator import registry
 from orchestrator.context import Context
 from orchestrator.settings import load_settings
 from store import ModelVersion, Store, TrainingExample
+from tests.conftest import race_promotions
 from training import apply_temperature, expected_calibration_error, fit_temperature
 
 pytestmark = pytest.mark.unit
@@ -58,24 +58,7 @@ def test_promotions_are_audited_and_rollback_returns_to_the_previous(sqlite_stor
 def test_concurrent_promotions_leave_exactly_one_production(sqlite_store: Store) -> None:
     for n in range(1, 9):
         _add(sqlite_store, n)
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
-    def promote(n: int) -> None:
-        store = Store(sqlite_store.url)
-        barrier.wait()
-        try:
-            store.promote(n, actor=f"t{n}")
-        except BaseException as exc:  # collected and asserted below
-            errors.append(exc)
-        finally:
-            store.dispose()
-
-    threads = [threading.Thread(target=promote, args=(n,)) for n in range(1, 9)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = race_promotions(sqlite_store.url, 8)
     assert errors == []
     statuses = [v.status for v in sqlite_store.versions()]
     assert statuses.count("production") == 1
