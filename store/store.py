@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, delete, func, insert, update
 from sqlalchemy import select as sa_select
+from sqlalchemy import text as sa_text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: Rows per write transaction: short transactions keep SQLite writers from locking each other out.
 WRITE_CHUNK = 500
+#: Key of the PostgreSQL advisory lock that serialises promotions.
+_PROMOTION_LOCK = 0x5E171007
 
 
 @dataclass(frozen=True)
@@ -570,11 +573,14 @@ class Store:
         """Make ``number`` the one production version and record who did it and why, in one
         transaction. The partial unique index refuses a second production row, so of two
         concurrent promotions one wins and the other retries against the new state."""
-        for attempt in range(5):
+        for attempt in range(10):
             try:
                 return self._promote_once(number, actor, reason, action, gate or {}, forced)
-            except IntegrityError:
-                if attempt == 4:
+            except (IntegrityError, OperationalError) as exc:
+                # a lost race (unique index) or a busy/locked database: try again afresh
+                if attempt == 9 or (
+                    isinstance(exc, OperationalError) and _is_connection_error(exc)
+                ):
                     raise
                 time.sleep(0.05 * (attempt + 1))
         raise StoreError("unreachable")  # pragma: no cover
@@ -589,6 +595,9 @@ class Store:
         forced: bool,
     ) -> Promotion:
         with self.session() as s:
+            if self.engine.dialect.name == "postgresql":
+                # promotions queue up behind one lock instead of deadlocking on row locks
+                s.execute(sa_text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PROMOTION_LOCK})
             target = s.exec(select(ModelVersion).where(ModelVersion.number == number)).first()
             if target is None:
                 raise StoreError(f"no model version {number}")
