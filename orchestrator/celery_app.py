@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
 
 from orchestrator.settings import load_settings
 
@@ -49,10 +47,3 @@ def make_app() -> Celery:
 
 
 app = make_app()
-
-
-@worker_process_init.connect
-def _limit_threads(**_: Any) -> None:
-    """Each forked worker child starts without a model; torch is imported there, never in the
-    parent (a torch forward pass before the fork deadlocks the children)."""
-    logger.debug("worker child ready")

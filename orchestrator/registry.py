@@ -27,6 +27,7 @@ from store import ModelVersion, Promotion, TrainingExample, parse_file
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[str, int, int], None]
+#: The model's classes (training.LABELS), repeated so this module loads without torch.
 LABELS = ("negative", "neutral", "positive")
 
 
@@ -290,11 +291,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         seed=settings.seed,
     )
     if mode == "incremental" and production is not None:
-        seen = (
-            set(production.annotation_ids)
-            if production.mode == "full"
-            else set(store.lineage(production.number))
-        )
+        seen = set(store.lineage(production.number))
         fresh = [
             e for e in train if e.annotation_id not in seen or e.pulled_at > production.created_at
         ]

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from labeling import PredictionIn as TaskPrediction
+from labeling import TaskIn
 from orchestrator import registry
 from orchestrator.context import Context
 from store import AnnotationIn, LeaseBusy, PredictionIn, parse_file
@@ -188,14 +190,12 @@ def score(ctx: Context, progress: Progress) -> dict[str, Any]:
 def push(ctx: Context, progress: Progress, limit: int | None = None) -> dict[str, Any]:
     """Pick the most informative chats and create their Label Studio tasks, never twice.
     ``limit`` overrides the batch size (the demo's seed batch)."""
-    from labeling import PredictionIn as LSPrediction
-    from labeling import TaskIn
     from training import cold_start, select
 
     settings, store = ctx.settings, ctx.store
     client = ctx.labeling()
     project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
-    reconciled = _push_pending(ctx, project, LSPrediction, TaskIn)
+    reconciled = _push_pending(ctx, project)
     open_tasks = len(store.tasks(project, states=["pushed"]))
     room = min(limit or settings.batch_size, settings.max_open_tasks - open_tasks)
     if room <= 0:
@@ -217,11 +217,11 @@ def push(ctx: Context, progress: Progress, limit: int | None = None) -> dict[str
     store.reserve_tasks(
         project, picked, strategy=strategy, model_version=version, selection_scores=sel_scores
     )
-    pushed = _push_pending(ctx, project, LSPrediction, TaskIn)
+    pushed = _push_pending(ctx, project)
     return {"project": project, "selected": len(picked), "pushed": pushed + reconciled}
 
 
-def _push_pending(ctx: Context, project: int, prediction_cls: Any, task_cls: Any) -> int:
+def _push_pending(ctx: Context, project: int) -> int:
     """Import every pending task; first adopt tasks that a crashed run already imported."""
     store = ctx.store
     pending = store.pending_tasks(project)
@@ -250,11 +250,11 @@ def _push_pending(ctx: Context, project: int, prediction_cls: Any, task_cls: Any
         if t.chat_id in preds:
             p, version = preds[t.chat_id]
             confidence = max(p.p_negative, p.p_neutral, p.p_positive)
-            pred = prediction_cls(
+            pred = TaskPrediction(
                 label=p.label, score=float(confidence), model_version=f"v{version}"
             )
         payload.append(
-            task_cls(
+            TaskIn(
                 chat_id=chat.source_id, text=chat.text, meta=_meta_line(chat.meta), prediction=pred
             )
         )

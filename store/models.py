@@ -149,7 +149,7 @@ class Promotion(SQLModel, table=True):
 
 
 class CycleRun(SQLModel, table=True):
-    """One run of one step (or of a whole cycle, ``step='cycle'``) with what it did."""
+    """One run of one step of a cycle, with what it did (counts) or why it failed."""
 
     __table_args__ = (Index("ix_cyclerun_step_started", "step", "started_at"),)
 
