@@ -6,9 +6,16 @@ import logging
 
 from celery import Celery
 
-from orchestrator.settings import load_settings
+from orchestrator.settings import SCORING_QUEUE, load_settings
 
 logger = logging.getLogger(__name__)
+
+MODEL_TASKS = (
+    "sentiloop.score",
+    "sentiloop.score_shard",
+    "sentiloop.retrain",
+    "sentiloop.evaluate",
+)
 
 
 def make_app() -> Celery:
@@ -42,6 +49,9 @@ def make_app() -> Celery:
         },
         beat_schedule_filename=str(settings.home_dir / "celerybeat-schedule"),
         include=["orchestrator.tasks"],
+        # model work (scoring, training, evaluation) goes to its own queue, so GPU workers
+        # can take it while CPU workers take the Label Studio sync on the default queue
+        task_routes={name: {"queue": SCORING_QUEUE} for name in MODEL_TASKS},
     )
     return app
 

@@ -160,10 +160,15 @@ def cycle(
 
 
 def _chain_results(last: Any) -> list[Any]:
+    """One result per step, first to last; a sharded score step is followed through its
+    chord's body (the shards' group is skipped)."""
+    from celery.result import GroupResult
+
     results = []
     node = last
     while node is not None:
-        results.append(node)
+        if not isinstance(node, GroupResult):
+            results.append(node)
         node = node.parent
     return list(reversed(results))
 
@@ -214,7 +219,10 @@ def _summary(out: dict[str, Any]) -> str:
 def worker(
     concurrency: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
     pool: Annotated[str, typer.Option(help="prefork or solo.")] = "prefork",
-    queues: Annotated[str | None, typer.Option(help="Comma-separated queues.")] = None,
+    queues: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated queues (default SENTILOOP_WORKER_QUEUES)."),
+    ] = None,
 ) -> None:
     """Run a Celery worker (models load lazily in its child processes)."""
     from orchestrator.processes import worker_command
@@ -224,7 +232,7 @@ def worker(
         concurrency=concurrency or settings.worker_concurrency,
         pool=pool,
         loglevel=settings.log_level,
-        queues=queues,
+        queues=queues or settings.worker_queues,
     )
     os.execv(sys.executable, args)
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.settings import REPO_ROOT
+from orchestrator.settings import DEFAULT_QUEUE, REPO_ROOT, SCORING_QUEUE
 
 
 def worker_command(
@@ -19,10 +19,11 @@ def worker_command(
     loglevel: str = "INFO",
     queues: str | None = None,
 ) -> list[str]:
-    """The ``celery worker`` command line for our app."""
+    """The ``celery worker`` command line for our app; by default it consumes both queues."""
     app = [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker"]
     options = ["--pool", pool, "--concurrency", str(concurrency), "--loglevel", loglevel]
-    return app + options + ["-n", name] + (["--queues", queues] if queues else [])
+    queues = queues or f"{DEFAULT_QUEUE},{SCORING_QUEUE}"
+    return app + options + ["-n", name, "--queues", queues]
 
 
 def start_worker(
@@ -31,6 +32,7 @@ def start_worker(
     concurrency: int = 1,
     name: str = "sentiloop@%h",
     env: dict[str, str] | None = None,
+    queues: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """A ``celery worker`` in its own process group, logging to ``log_path``."""
     env = dict(os.environ if env is None else env)
@@ -38,7 +40,7 @@ def start_worker(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            worker_command(concurrency=concurrency, name=name),
+            worker_command(concurrency=concurrency, name=name, queues=queues),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

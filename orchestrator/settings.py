@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STRATEGIES = ("random", "least_confidence", "margin", "entropy")
+#: Celery queues: the default one (Label Studio sync, cycles) and the one for model work.
+DEFAULT_QUEUE = "celery"
+SCORING_QUEUE = "scoring"
 
 
 class ConfigError(Exception):
@@ -42,6 +45,16 @@ class Settings(BaseSettings):
         None, ge=1, le=4096, description="Default 64 CPU, 256 GPU."
     )
     score_precision: str = Field("auto", description="fp32, bf16, int8 or auto.")
+    score_chunk: int = Field(
+        4096, ge=1, le=1_000_000, description="Chats read, scored and written per transaction."
+    )
+    score_shards: int = Field(
+        1, ge=1, le=1024, description="Shard tasks a cycle's scoring is split into."
+    )
+    worker_queues: str = Field(
+        f"{DEFAULT_QUEUE},{SCORING_QUEUE}",
+        description="Queues `sentiloop worker` consumes by default.",
+    )
     seed: int = 0
     min_train_labels: int = Field(20, ge=1, description="Labels needed before the first training.")
     eval_file: Path | None = Field(None, description="Labelled CSV/JSONL for metrics and the gate.")

@@ -7,7 +7,7 @@ import logging
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -29,7 +29,6 @@ Progress = Callable[[str, int, int], None]
 STEPS = ("ingest", "score", "push", "pull", "retrain")
 #: Columns that would tell annotators the answer are never shown in Label Studio.
 HIDDEN_META = frozenset({"label", "label_confidence", "negative_reason", "sentiment"})
-SCORE_CHUNK = 2000
 PULL_OVERLAP = timedelta(seconds=30)
 
 
@@ -144,30 +143,32 @@ def _move(path: Path, folder: Path) -> None:
 # -- score ----------------------------------------------------------------------------------
 
 
-def score(ctx: Context, progress: Progress) -> dict[str, Any]:
-    """Score unlabelled chats that the production version has not scored yet."""
+def score(ctx: Context, progress: Progress, shard: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Score the unlabelled chats that the production version has not scored yet, streamed
+    from the store a chunk at a time; ``shard=(index, count)`` takes one shard of them."""
     from training import apply_temperature, predicted_labels, sentiment_score, uncertainty
 
-    production = ctx.store.production()
+    store, settings = ctx.store, ctx.settings
+    production = store.production()
     if production is None:
         return {"skipped": "no production model yet"}
-    ids = ctx.store.unscored_chats(production.number)
-    sample = ctx.settings.score_sample
-    if sample and len(ids) > sample:
-        rng = np.random.default_rng([ctx.settings.seed, production.number, len(ids)])
-        ids = sorted(int(i) for i in rng.choice(ids, size=sample, replace=False))
-    scorer = ctx.scorer(production)
-    written = 0
-    for start in range(0, len(ids), SCORE_CHUNK):
-        chunk = ids[start : start + SCORE_CHUNK]
-        chats = ctx.store.chats_by_id(chunk)
-        chunk = [c for c in chunk if c in chats]
-        offset = start
+    version = production.number
+    shard_info = {"shard": f"{shard[0]}/{shard[1]}"} if shard else {}
+    total = store.count_unscored(version, shard)
+    batches: Iterable[list[tuple[int, str]]]
+    if settings.score_sample and total > settings.score_sample // (shard[1] if shard else 1):
+        sampled = _sampled(ctx, version, shard)
+        batches, total = sampled, sum(len(b) for b in sampled)
+    else:
+        batches = store.iter_unscored(version, settings.score_chunk, shard)
+    scored = written = 0
+    for batch in batches:
+        scorer = ctx.scorer(production)  # cached: loaded once, and only if there is work
 
-        def report(done: int, total: int, offset: int = offset) -> None:
-            progress("score", offset + done, len(ids))
+        def report(done: int, _total: int, offset: int = scored) -> None:
+            progress("score", offset + done, total)
 
-        raw = scorer.predict_proba([chats[c].text for c in chunk], progress=report)
+        raw = scorer.predict_proba([text for _, text in batch], progress=report)
         probs = apply_temperature(raw, production.temperature)
         labels, scores, unc = predicted_labels(probs), sentiment_score(probs), uncertainty(probs)
         rows = [
@@ -178,10 +179,35 @@ def score(ctx: Context, progress: Progress) -> dict[str, Any]:
                 float(scores[i]),
                 float(unc[i]),
             )
-            for i, (cid, p) in enumerate(zip(chunk, probs, strict=True))
+            for i, ((cid, _), p) in enumerate(zip(batch, probs, strict=True))
         ]
-        written += ctx.store.add_predictions(production.number, rows)
-    return {"version": production.number, "scored": written}
+        written += store.add_predictions(version, rows)
+        scored += len(batch)
+    return {"version": version, "scored": scored, "written": written, **shard_info}
+
+
+def _sampled(
+    ctx: Context, version: int, shard: tuple[int, int] | None
+) -> list[list[tuple[int, str]]]:
+    """At most ``score_sample`` chats this cycle (split over the shards), drawn at random:
+    a fixed seed per version, so a repeated run draws from what is still missing."""
+    settings, store = ctx.settings, ctx.store
+    count = shard[1] if shard else 1
+    size = -(-settings.score_sample // count)
+    ids = [cid for batch in store.iter_unscored(version, 50_000, shard) for cid, _ in batch]
+    rng = np.random.default_rng([settings.seed, version, shard[0] if shard else 0, len(ids)])
+    chosen = sorted(int(i) for i in rng.choice(ids, size=min(size, len(ids)), replace=False))
+    chats = store.chats_by_id(chosen)
+    pairs = [(cid, chats[cid].text) for cid in chosen if cid in chats]
+    step = settings.score_chunk
+    return [pairs[i : i + step] for i in range(0, len(pairs), step)]
+
+
+def score_shard(ctx: Context, progress: Progress, index: int, count: int) -> dict[str, Any]:
+    """One shard of the score step, for a Celery group spread over several workers."""
+    if not 0 <= index < count:
+        raise ValueError(f"shard index {index} is outside 0..{count - 1}")
+    return score(ctx, progress, shard=(index, count))
 
 
 # -- select and push ------------------------------------------------------------------------
@@ -209,9 +235,9 @@ def push(ctx: Context, progress: Progress, limit: int | None = None) -> dict[str
         sel_scores = [None] * len(picked)
     else:
         cands = store.candidates(production.number, project)
-        probs = np.array([c.probs for c in cands], dtype=np.float64).reshape(-1, 3)
+        probs = cands.probs
         order = select(settings.strategy, probs, room, seed=settings.seed + production.number)
-        picked = [cands[i].chat_id for i in order]
+        picked = [int(cands.chat_ids[i]) for i in order]
         strategy, version = settings.strategy, production.number
         sel_scores = [float(1.0 - probs[i].max()) for i in order]
     store.reserve_tasks(

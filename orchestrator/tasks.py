@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from celery import Task, chain
+from celery import Task, chain, chord
 
 from labeling import LabelStudioUnavailable
 from orchestrator import registry, steps
 from orchestrator.celery_app import app
 from orchestrator.context import Context
-from orchestrator.settings import load_settings
+from orchestrator.settings import SCORING_QUEUE, load_settings
 from store import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
@@ -65,11 +65,70 @@ def _step_task(name: str) -> Any:
     return task
 
 
+@app.task(
+    bind=True,
+    name="sentiloop.score_shard",
+    autoretry_for=RETRY_ON,
+    retry_backoff=5,
+    retry_backoff_max=60,
+    max_retries=3,
+)
+def score_shard(
+    self: Task, index: int, count: int, cycle_id: str | None = None, trigger: str = "manual"
+) -> dict[str, Any]:
+    """One shard of the score step; its own lease, so a re-delivered shard is skipped."""
+    result = steps.run_step(
+        context(),
+        f"score:{index}/{count}",
+        functools.partial(steps.score_shard, index=index, count=count),
+        cycle_id=cycle_id,
+        trigger=trigger,
+        progress=_progress(self),
+    )
+    return {**result, "worker": self.request.hostname}
+
+
+@app.task(name="sentiloop.score_collect")
+def score_collect(
+    shards: list[dict[str, Any]], cycle_id: str | None = None, trigger: str = "manual"
+) -> dict[str, Any]:
+    """The chord's body: records the score step of the cycle with the shards' totals."""
+
+    def total(ctx: Context, progress: steps.Progress) -> dict[str, Any]:
+        return {
+            "shards": len(shards),
+            "scored": sum(int(r.get("scored", 0)) for r in shards),
+            "written": sum(int(r.get("written", 0)) for r in shards),
+            "workers": sorted({str(r.get("worker")) for r in shards}),
+        }
+
+    return steps.run_step(context(), "score", total, cycle_id=cycle_id, trigger=trigger)
+
+
+def score_group(shards: int, cycle_id: str | None = None, trigger: str = "manual") -> Any:
+    """The score step as a chord: ``shards`` shard tasks, any worker on the ``scoring``
+    queue takes any of them, then one task sums them up."""
+    kwargs = {"cycle_id": cycle_id, "trigger": trigger}
+    return chord(
+        [score_shard.si(index=i, count=shards, **kwargs) for i in range(shards)],
+        # a chord's body is sent by the worker that finishes the last shard, bypassing
+        # task_routes: name its queue, or a scoring-only worker pool never runs it
+        score_collect.s(**kwargs).set(queue=SCORING_QUEUE),
+    )
+
+
 ingest = _step_task("ingest")
 score = _step_task("score")
 push = _step_task("push")
 pull = _step_task("pull")
 retrain = _step_task("retrain")
+STEP_TASKS: dict[str, Any] = {
+    "ingest": ingest,
+    "score": score,
+    "push": push,
+    "pull": pull,
+    "retrain": retrain,
+}
 
 
 @app.task(bind=True, name="sentiloop.ingest_file")
@@ -91,9 +150,18 @@ def cycle(trigger: str = "manual", cycle_id: str | None = None) -> str:
     return cycle_id
 
 
-def cycle_chain(cycle_id: str, trigger: str) -> Any:
+def cycle_chain(cycle_id: str, trigger: str, shards: int | None = None) -> Any:
+    """The cycle's steps as a chain; with ``shards`` > 1 (default: the setting
+    SENTILOOP_SCORE_SHARDS) the score step is a chord of shard tasks."""
     kwargs = {"cycle_id": cycle_id, "trigger": trigger}
-    return chain(*(globals()[name].si(**kwargs) for name in steps.STEPS))
+    shards = shards or load_settings().score_shards
+    parts = [
+        score_group(shards, **kwargs)
+        if name == "score" and shards > 1
+        else STEP_TASKS[name].si(**kwargs)
+        for name in steps.STEPS
+    ]
+    return chain(*parts)
 
 
 @app.task(name="sentiloop.ping")

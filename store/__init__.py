@@ -20,7 +20,7 @@ from store.models import (
 from store.store import (
     AnnotationCounts,
     AnnotationIn,
-    Candidate,
+    Candidates,
     IngestCounts,
     PredictionIn,
     Store,
@@ -32,7 +32,7 @@ __all__ = [
     "AnnotationCounts",
     "AnnotationHistory",
     "AnnotationIn",
-    "Candidate",
+    "Candidates",
     "Chat",
     "ChatIn",
     "CycleRun",

@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, delete, func, insert, update
@@ -67,11 +69,14 @@ class PredictionIn:
 
 
 @dataclass(frozen=True)
-class Candidate:
-    chat_id: int
-    probs: tuple[float, float, float]
-    label: str
-    score: float
+class Candidates:
+    """Selectable chats as arrays: a million of them take 32 MB and no text is loaded."""
+
+    chat_ids: npt.NDArray[np.int64]
+    probs: npt.NDArray[np.float64]  # (n, 3): negative, neutral, positive
+
+    def __len__(self) -> int:
+        return len(self.chat_ids)
 
 
 @dataclass(frozen=True)
@@ -236,22 +241,42 @@ class Store:
 
     # -- predictions --------------------------------------------------------------------------
 
-    def unscored_chats(self, version: int, chat_ids: Sequence[int] | None = None) -> list[int]:
-        """Of ``chat_ids`` (default: the unlabelled pool), those without a prediction of
-        ``version``: re-running the score step after a crash only scores what is missing."""
-        pool = list(chat_ids) if chat_ids is not None else self.unlabelled_chat_ids()
-        done: set[int] = set()
-        for start in range(0, len(pool), WRITE_CHUNK):
+    def _unscored_query(self, version: int, shard: tuple[int, int] | None) -> Any:
+        scored = sa_select(Prediction.chat_id).where(  # type: ignore[call-overload]
+            Prediction.chat_id == Chat.id, Prediction.model_version == version
+        )
+        sent = sa_select(LabelTask.chat_id).where(  # type: ignore[call-overload]
+            LabelTask.chat_id == Chat.id
+        )
+        query = sa_select(col(Chat.id), col(Chat.text)).where(~scored.exists(), ~sent.exists())
+        if shard is not None:
+            index, count = shard
+            query = query.where(col(Chat.id) % count == index)
+        return query
+
+    def count_unscored(self, version: int, shard: tuple[int, int] | None = None) -> int:
+        inner = self._unscored_query(version, shard).subquery()
+        with self.session() as s:
+            return int(s.execute(sa_select(func.count()).select_from(inner)).scalar_one())
+
+    def iter_unscored(
+        self, version: int, size: int, shard: tuple[int, int] | None = None
+    ) -> Iterator[list[tuple[int, str]]]:
+        """Unlabelled chats without a prediction of ``version``, ``size`` at a time as
+        (id, text), in id order. Each page is its own short read (keyset pagination), so
+        memory stays flat however large the pool is, and a page is re-derived after the
+        previous one was written: a crashed run resumes where it stopped.
+        ``shard=(index, count)`` keeps the chats whose id is ``index`` modulo ``count``."""
+        last = 0
+        base = self._unscored_query(version, shard)
+        while True:
+            query = base.where(col(Chat.id) > last).order_by(col(Chat.id)).limit(size)
             with self.session() as s:
-                done.update(
-                    s.exec(
-                        select(Prediction.chat_id).where(
-                            Prediction.model_version == version,
-                            col(Prediction.chat_id).in_(pool[start : start + WRITE_CHUNK]),
-                        )
-                    ).all()
-                )
-        return [c for c in pool if c not in done]
+                rows = [(int(r[0]), str(r[1])) for r in s.execute(query).all()]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1][0]
 
     def add_predictions(self, version: int, predictions: Sequence[PredictionIn]) -> int:
         """Insert predictions in short transactions; a (chat, version) already there is kept."""
@@ -275,12 +300,14 @@ class Store:
                 result = s.execute(
                     self._insert_ignore(Prediction, ["chat_id", "model_version"]), rows
                 )
-                s.commit()
                 written += _rowcount(result)
+                s.commit()
         return written
 
-    def candidates(self, version: int, project_id: int) -> list[Candidate]:
-        """Chats scored by ``version`` that were never sent to this project, for selection."""
+    def candidates(self, version: int, project_id: int) -> Candidates:
+        """Chats scored by ``version`` that were never sent to this project, for selection;
+        streamed from the database into arrays."""
+        parts: list[npt.NDArray[np.float64]] = [np.empty((0, 4))]
         with self.session() as s:
             sent = select(LabelTask.chat_id).where(LabelTask.project_id == project_id)
             rows = s.execute(
@@ -289,15 +316,17 @@ class Store:
                     col(Prediction.p_negative),
                     col(Prediction.p_neutral),
                     col(Prediction.p_positive),
-                    col(Prediction.label),
-                    col(Prediction.score),
                 )
                 .where(
                     col(Prediction.model_version) == version, col(Prediction.chat_id).not_in(sent)
                 )
                 .order_by(col(Prediction.chat_id))
-            ).all()
-        return [Candidate(r[0], (r[1], r[2], r[3]), r[4], r[5]) for r in rows]
+                .execution_options(yield_per=10_000)
+            )
+            for part in rows.partitions():
+                parts.append(np.asarray([tuple(r) for r in part], dtype=np.float64))
+        table = np.concatenate(parts)
+        return Candidates(table[:, 0].astype(np.int64), np.ascontiguousarray(table[:, 1:]))
 
     def prediction_for(self, chat_ids: Sequence[int], version: int) -> dict[int, Prediction]:
         with self.session() as s:
@@ -338,8 +367,9 @@ class Store:
             return 0
         with self.session() as s:
             result = s.execute(self._insert_ignore(LabelTask, ["chat_id", "project_id"]), rows)
+            written = _rowcount(result)
             s.commit()
-            return _rowcount(result)
+            return written
 
     def pending_tasks(self, project_id: int) -> list[LabelTask]:
         with self.session() as s:
@@ -818,16 +848,24 @@ class Store:
     # -- helpers ------------------------------------------------------------------------------
 
     def _insert_ignore(self, model: type[Any], keys: list[str]) -> Any:
+        """INSERT ... ON CONFLICT DO NOTHING RETURNING the key of each row written: with
+        many rows, RETURNING is the count every driver gets right (psycopg's rowcount is not)."""
         table = model.__table__
+        pk = next(iter(table.primary_key.columns))
+        stmt: Any
         if self.engine.dialect.name == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
-        if self.engine.dialect.name == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
-        return insert(table).prefix_with("IGNORE")
+            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+        elif self.engine.dialect.name == "sqlite":
+            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+        else:
+            return insert(table).prefix_with("IGNORE")
+        return stmt.returning(pk)
 
 
 def _rowcount(result: Any) -> int:
     """Rows an insert-or-ignore actually wrote (a CursorResult; typed loosely by SQLAlchemy)."""
+    if result.returns_rows:
+        return len(result.all())
     return max(int(result.rowcount or 0), 0)
 
 

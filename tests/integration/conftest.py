@@ -13,11 +13,16 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from labeling import LabelStudioServer, copy_data_dir
+from tests.conftest import airline_sample
 from tests.integration import loop as loop_mod
+
+if TYPE_CHECKING:
+    from training import CheckpointInfo
 
 LABEL_STUDIO_BIN_ENV = "SENTILOOP_LABEL_STUDIO_BIN"
 TEST_USERNAME = "admin@sentiloop.local"
@@ -143,8 +148,26 @@ def scaled_loop(
             "SENTILOOP_DATABASE_URL": postgres_url,
             "SENTILOOP_BROKER_URL": f"{loop_mod.REDIS}/{db}",
             "SENTILOOP_RESULT_BACKEND": f"{loop_mod.REDIS}/{db}",
+            "SENTILOOP_SCORE_SHARDS": "2",  # each cycle scores through a chord of shards
         },
     )
     yield loop
     loop.close()
     redis.Redis.from_url(f"{loop_mod.REDIS}/{db}").flushdb()
+
+
+# -- a quickly fine-tuned checkpoint, shared by the session ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def tuned_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointInfo:
+    """240 pool rows, 2 epochs (~20 s on 2 cores): a model whose predictions are not the
+    near-ties of an untrained head."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from training import DEFAULT_BASE_MODEL, TrainConfig, fine_tune, save_checkpoint
+
+    texts, labels = airline_sample("pool", 240, seed=1)
+    model, tokenizer = fine_tune(
+        DEFAULT_BASE_MODEL, texts, labels, TrainConfig(epochs=2), device="cpu"
+    )
+    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("scoring"), "tuned", {})

@@ -33,7 +33,7 @@ class Loop:
     home: Path
     pool: Path
     gold: dict[str, str]
-    ls: LabelStudioInstance
+    ls: LabelStudioInstance | None
     workers: list[subprocess.Popen[bytes]]
     _client: LabelStudioClient | None = None
 
@@ -47,25 +47,38 @@ class Loop:
             cwd=REPO_ROOT,
         )
 
-    def start_worker(self, concurrency: int = 1) -> subprocess.Popen[bytes]:
+    def start_worker(
+        self, concurrency: int = 1, queues: str | None = None
+    ) -> subprocess.Popen[bytes]:
         n = len(self.workers)
         proc = start_worker(
             self.home / f"worker-{n}.log",
             concurrency=concurrency,
             name=f"w{n}-{uuid.uuid4().hex[:6]}@%h",
             env=self.env,
+            queues=queues,
         )
         self.workers.append(proc)
-        self.call("ping", timeout=120)
+        self.call("ping", timeout=120, queue=(queues or "celery").split(",")[0])
         return proc
 
-    def call(self, name: str, timeout: float = 600, **kwargs: Any) -> Any:
+    def call(self, name: str, timeout: float = 600, queue: str | None = None, **kwargs: Any) -> Any:
         """Send one task through the broker and wait for its result (from a subprocess, so
         the test process never binds to one broker configuration)."""
+        return self.run_python(
+            f"r = tasks.{name}.apply_async(kwargs=kwargs, queue={queue!r})\n"
+            f"result = r.get(timeout={timeout})",
+            timeout=timeout,
+            **kwargs,
+        )
+
+    def run_python(self, code: str, timeout: float = 600, **kwargs: Any) -> Any:
+        """Run ``code`` in a subprocess with this installation's environment, ``tasks``
+        imported and ``kwargs`` bound; return what it assigned to ``result``."""
         code = (
-            "import json, sys; from orchestrator import tasks; "
-            f"r = tasks.{name}.apply_async(kwargs=json.loads(sys.argv[1])); "
-            f"print(json.dumps(r.get(timeout={timeout})))"
+            "import json, sys\nfrom orchestrator import tasks\n"
+            "kwargs = json.loads(sys.argv[1])\n"
+            f"{code}\nprint(json.dumps(result))"
         )
         out = subprocess.run(
             [sys.executable, "-c", code, json.dumps(kwargs)],
@@ -95,6 +108,7 @@ class Loop:
         return Store(url)
 
     def client(self) -> LabelStudioClient:
+        assert self.ls is not None, "this installation has no Label Studio"
         if self._client is None:
             self._client = LabelStudioClient(self.ls.url, self.ls.token)
         return self._client
@@ -126,12 +140,18 @@ def _subset(src: Path, dest: Path, n: int, seed: int) -> dict[str, str]:
 
 
 def make_loop(
-    tmp_path: Path, airline: Path, ls: LabelStudioInstance, extra: dict[str, str]
+    tmp_path: Path,
+    airline: Path,
+    ls: LabelStudioInstance | None,
+    extra: dict[str, str],
+    pool_size: int = 400,
 ) -> Loop:
+    """An installation in ``tmp_path`` with ``pool_size`` pool chats; without ``ls`` it
+    has no Label Studio (for tests of scoring alone)."""
     home = tmp_path / "home"
     home.mkdir()
     pool = tmp_path / "pool.csv"
-    gold = _subset(airline / "pool.csv", pool, 400, seed=1)
+    gold = _subset(airline / "pool.csv", pool, pool_size, seed=1)
     dev = tmp_path / "dev.csv"
     _subset(airline / "dev.csv", dev, 150, seed=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENTILOOP_")}
@@ -140,8 +160,6 @@ def make_loop(
             "PYTHONPATH": str(REPO_ROOT),
             "HF_HUB_OFFLINE": "1",
             "SENTILOOP_HOME": str(home),
-            "SENTILOOP_LABEL_STUDIO_URL": ls.url,
-            "SENTILOOP_LABEL_STUDIO_TOKEN": ls.token,
             "SENTILOOP_PROJECT_TITLE": f"test {uuid.uuid4().hex[:8]}",
             "SENTILOOP_EVAL_FILE": str(dev),
             "SENTILOOP_BATCH_SIZE": "40",
@@ -152,4 +170,6 @@ def make_loop(
             **extra,
         }
     )
+    if ls is not None:
+        env.update({"SENTILOOP_LABEL_STUDIO_URL": ls.url, "SENTILOOP_LABEL_STUDIO_TOKEN": ls.token})
     return Loop(env=env, home=home, pool=pool, gold=gold, ls=ls, workers=[])

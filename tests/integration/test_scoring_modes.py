@@ -1,7 +1,7 @@
 """Integration tests: reduced-precision and chunked scoring with a fine-tuned MiniLM.
 
-One quick fine-tune (240 pool rows, 2 epochs, ~20 s on 2 cores) is shared by the module;
-the data is read from ../shared, never copied into the repository.
+The quick fine-tune (``tuned_checkpoint`` in conftest) is shared by the session; the data
+is read from ../shared, never copied into the repository.
 """
 
 from __future__ import annotations
@@ -16,26 +16,14 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub in tests
 
 from tests.conftest import airline_sample
-from training import (  # imported after the environment is set
-    DEFAULT_BASE_MODEL,
-    Scorer,
-    TrainConfig,
-    TrainingError,
-    fine_tune,
-    save_checkpoint,
-)
+from training import CheckpointInfo, Scorer, TrainingError  # after the environment is set
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def tuned(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fine-tuned checkpoint: near-ties of an untrained head would make agreement noisy."""
-    texts, labels = airline_sample("pool", 240, seed=1)
-    model, tokenizer = fine_tune(
-        DEFAULT_BASE_MODEL, texts, labels, TrainConfig(epochs=2), device="cpu"
-    )
-    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("scoring"), "tuned", {}).path
+def tuned(tuned_checkpoint: CheckpointInfo) -> Path:
+    return tuned_checkpoint.path
 
 
 @pytest.fixture(scope="session")

@@ -46,11 +46,59 @@ def test_predictions_are_written_once_per_chat_and_version(sqlite_store: Store) 
     rows = [PredictionIn(c, (0.2, 0.3, 0.5), "positive", 0.65, 0.9) for c in ids]
     assert sqlite_store.add_predictions(1, rows) == 5
     assert sqlite_store.add_predictions(1, rows) == 0
-    assert sqlite_store.unscored_chats(1) == []
-    assert sqlite_store.unscored_chats(2) == ids
+    assert _unscored(sqlite_store, 1) == []
+    assert _unscored(sqlite_store, 2) == ids
     # editing a chat's text drops its now stale predictions
     sqlite_store.add_chats([ChatIn("0", "changed text", {"n": 0}, None)])
-    assert sqlite_store.unscored_chats(1) == [ids[0]]
+    assert _unscored(sqlite_store, 1) == [ids[0]]
+
+
+def _unscored(store: Store, version: int, size: int = 2, **kw: object) -> list[int]:
+    pages = list(store.iter_unscored(version, size, **kw))  # type: ignore[arg-type]
+    assert all(0 < len(p) <= size for p in pages)
+    ids = [cid for page in pages for cid, _ in page]
+    assert store.count_unscored(version, **kw) == len(ids)  # type: ignore[arg-type]
+    return ids
+
+
+def test_unscored_pages_skip_labelled_and_scored_chats_and_split_into_shards(
+    sqlite_store: Store,
+) -> None:
+    ids = _chats(sqlite_store, 11)
+    sqlite_store.reserve_tasks(
+        3, ids[:2], strategy="random", model_version=None, selection_scores=[None] * 2
+    )
+    sqlite_store.add_predictions(1, [PredictionIn(ids[5], (0.2, 0.3, 0.5), "positive", 0.6, 0.9)])
+    expected = [c for c in ids[2:] if c != ids[5]]
+    assert _unscored(sqlite_store, 1, size=3) == expected
+    shards = [_unscored(sqlite_store, 1, size=2, shard=(i, 3)) for i in range(3)]
+    assert sorted(c for shard in shards for c in shard) == expected
+    assert all(c % 3 == i for i, shard in enumerate(shards) for c in shard)
+    # a page is re-derived after the previous one: what was scored meanwhile is skipped
+    pages = sqlite_store.iter_unscored(1, 3)
+    first = next(pages)
+    sqlite_store.add_predictions(
+        1, [PredictionIn(c, (0.2, 0.3, 0.5), "positive", 0.6, 0.9) for c in expected[3:6]]
+    )
+    rest = [cid for page in pages for cid, _ in page]
+    assert [c for c, _ in first] + rest == expected[:3] + expected[6:]
+
+
+def test_candidates_are_arrays_of_scored_unsent_chats(sqlite_store: Store) -> None:
+    ids = _chats(sqlite_store, 4)
+    rows = [
+        PredictionIn(c, (0.1 * i, 0.2, 0.8 - 0.1 * i), "positive", 0.6, 0.5)
+        for i, c in enumerate(ids)
+    ]
+    sqlite_store.add_predictions(2, rows)
+    sqlite_store.reserve_tasks(
+        9, [ids[1]], strategy="random", model_version=None, selection_scores=[None]
+    )
+    cands = sqlite_store.candidates(2, 9)
+    assert cands.chat_ids.tolist() == [ids[0], ids[2], ids[3]]
+    assert cands.probs.shape == (3, 3)
+    assert cands.probs[1].tolist() == pytest.approx([0.2, 0.2, 0.6])
+    assert len(sqlite_store.candidates(3, 9)) == 0
 
 
 def test_a_chat_is_reserved_for_a_project_only_once(sqlite_store: Store) -> None:
