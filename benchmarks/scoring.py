@@ -158,7 +158,119 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _pool_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """The loop's own score step over a store of ``--n`` chats: pages read from SQLite,
+    scored, written back. Peak RSS here is what a worker needs for a pool this size."""
+    import torch
+
+    from orchestrator.context import Context
+    from orchestrator.settings import Settings
+    from orchestrator.steps import score
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = Settings(
+        home=args.result.parent,
+        database_url=args.db,
+        device=args.device,
+        score_precision=args.pool_precision,
+        score_batch_size=args.batch_size,
+        max_length=args.max_length,
+        score_chunk=args.chunk,
+    )
+    ctx = Context.from_settings(settings)
+    t0 = time.perf_counter()
+    counts = score(ctx, lambda stage, done, total: None)
+    seconds = time.perf_counter() - t0
+    return {
+        "n": args.n,
+        "scored": counts["scored"],
+        "written": counts["written"],
+        "seconds": seconds,
+        "chats_per_s": counts["scored"] / seconds,
+        "peak_rss_mb": _peak_rss_mb(),
+        "effective": ctx.scorer(ctx.store.production()).effective_precision,  # type: ignore[arg-type]
+    }
+
+
 # -- coordinator ----------------------------------------------------------------------------
+
+
+def _fill_store(db: Path, n: int, seed: int, checkpoint: Path) -> str:
+    """A store with ``n`` pool chats (resampled) and ``checkpoint`` as production v1."""
+    from store import ChatIn, ModelVersion, Store
+    from training.checkpoint import read_manifest
+
+    url = f"sqlite:///{db}"
+    store = Store(url)
+    store.init()
+    pool, _ = _read("pool")
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    step = 50_000
+    for start in range(0, n, step):
+        idx = rng.integers(0, len(pool), size=min(step, n - start))
+        store.add_chats(
+            [ChatIn(f"c{start + j}", pool[i], {}, None) for j, i in enumerate(idx.tolist())]
+        )
+    store.add_version(
+        ModelVersion(
+            number=1,
+            base_model="bench",
+            checkpoint_path=str(checkpoint),
+            weights_sha256=str(read_manifest(checkpoint)["weights_sha256"]),
+            data_fingerprint="bench",
+        )
+    )
+    store.promote(1, actor="benchmark")
+    store.dispose()
+    return url
+
+
+def _pool_section(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Streaming from the store: the same score step at each pool size, peak RSS compared."""
+    sizes = [int(x) for x in args.pool_sizes.split(",") if x.strip()]
+    print()
+    print(
+        f"streaming from the store: the loop's score step (precision {args.pool_precision}, "
+        f"pages of {args.chunk}) over SQLite stores of {', '.join(f'{n:,}' for n in sizes)} chats"
+    )
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        t0 = time.perf_counter()
+        db = tmp / f"pool-{n}.db"
+        url = _fill_store(db, n, args.seed, args.checkpoint)
+        print(f"  filled a store of {n:,} chats in {time.perf_counter() - t0:.0f} s", flush=True)
+        res = _run_worker("store", args, tmp / f"pool-{n}.json", ["--db", url, "--n", str(n)])
+        if isinstance(res, str):
+            print(f"  {n:,}: failed: {res}")
+            rows.append({"n": n, "error": res})
+        else:
+            rows.append(res)
+        db.unlink(missing_ok=True)
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return rows
+    base = ok[0]
+    header = f"{'pool':>10} {'scored':>10} {'chats/s':>8} {'peak RSS MB':>11} {'RSS vs first':>12}"
+    print()
+    print(header)
+    print("-" * len(header))
+    for r in ok:
+        r["rss_ratio"] = r["peak_rss_mb"] / base["peak_rss_mb"]
+        print(
+            f"{r['n']:>10,} {r['scored']:>10,} {r['chats_per_s']:>8.1f} "
+            f"{r['peak_rss_mb']:>11.0f} {r['rss_ratio']:>11.2f}x"
+        )
+    last = ok[-1]
+    if len(ok) > 1:
+        grow = last["rss_ratio"] - 1
+        print(
+            f"target: peak RSS at {last['n']:,} within 10% of {base['n']:,}: "
+            f"{100 * grow:+.1f}% {'met' if grow <= 0.10 else 'MISSED'}"
+        )
+    return rows
 
 
 def _train_checkpoint(root: Path) -> Path:
@@ -178,7 +290,9 @@ def _train_checkpoint(root: Path) -> Path:
     return save_checkpoint(model, tokenizer, root, "bench", {"n_train": 300}).path
 
 
-def _run_worker(mode: str, args: argparse.Namespace, result: Path) -> dict[str, Any] | str:
+def _run_worker(
+    mode: str, args: argparse.Namespace, result: Path, extra: list[str] | None = None
+) -> dict[str, Any] | str:
     cmd = [
         sys.executable,
         "-m",
@@ -203,6 +317,11 @@ def _run_worker(mode: str, args: argparse.Namespace, result: Path) -> dict[str, 
         str(args.seed),
         "--threads",
         str(args.threads),
+        "--pool-precision",
+        args.pool_precision,
+        "--chunk",
+        str(args.chunk),
+        *(extra or []),
     ]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
@@ -243,7 +362,7 @@ def _coordinate(args: argparse.Namespace) -> int:
     unknown = [m for m in modes if m not in ALL_MODES]
     if unknown:
         sys.exit(f"unknown mode(s) {unknown}; choose from {list(ALL_MODES)}")
-    run_modes = modes if "fp32" in modes else [*modes, "fp32"]  # the agreement reference
+    run_modes = modes if "fp32" in modes or not modes else [*modes, "fp32"]  # the reference
 
     device = pick_device(args.device)
     program = ["-m", "benchmarks.scoring"] if __package__ else [sys.argv[0]]
@@ -265,22 +384,23 @@ def _coordinate(args: argparse.Namespace) -> int:
         print(f"cpu features: {', '.join(feats) or 'unknown'}")
     print(f"precision auto -> {resolve_precision('auto', device)} on {device}")
 
-    with tempfile.TemporaryDirectory(prefix="sentiloop-bench-") as tmp:
-        if args.checkpoint is None:
-            t0 = time.perf_counter()
-            args.checkpoint = _train_checkpoint(Path(tmp))
-            took = time.perf_counter() - t0
-            print(f"checkpoint: fine-tuned 300 pool rows x 2 epochs in {took:.0f} s")
-        else:
-            print(f"checkpoint: {args.checkpoint}")
-        print(
-            f"texts: {args.n} (airline pool resampled, seed {args.seed}), batch {args.batch_size}, "
-            f"max_length {args.max_length}, best of {args.repeats}; agreement on "
-            f"{len(_read('dev')[0])} dev rows"
-        )
-        results: dict[str, dict[str, Any] | str] = {}
-        for mode in run_modes:
-            results[mode] = _run_worker(mode, args, Path(tmp) / f"{mode}.json")
+    tmpdir = tempfile.TemporaryDirectory(prefix="sentiloop-bench-")
+    tmp = tmpdir.name
+    if args.checkpoint is None:
+        t0 = time.perf_counter()
+        args.checkpoint = _train_checkpoint(Path(tmp))
+        took = time.perf_counter() - t0
+        print(f"checkpoint: fine-tuned 300 pool rows x 2 epochs in {took:.0f} s")
+    else:
+        print(f"checkpoint: {args.checkpoint}")
+    print(
+        f"texts: {args.n} (airline pool resampled, seed {args.seed}), batch {args.batch_size}, "
+        f"max_length {args.max_length}, best of {args.repeats}; agreement on "
+        f"{len(_read('dev')[0])} dev rows"
+    )
+    results: dict[str, dict[str, Any] | str] = {}
+    for mode in run_modes:
+        results[mode] = _run_worker(mode, args, Path(tmp) / f"{mode}.json")
 
     fp32 = results.get("fp32")
     pipe = results.get("pipeline")
@@ -353,6 +473,8 @@ def _coordinate(args: argparse.Namespace) -> int:
         f"{'met' if select_s < TARGET_TOP_K_S else 'MISSED'}"
     )
 
+    pool_rows = _pool_section(args, Path(tmp)) if args.pool_sizes else []
+    tmpdir.cleanup()
     if args.out:
         fields = [
             "mode",
@@ -372,7 +494,8 @@ def _coordinate(args: argparse.Namespace) -> int:
             for r in rows:
                 writer.writerow(r)
         print(f"wrote {args.out}")
-    return 0 if all(isinstance(results[m], dict) for m in modes) else 1
+    failed = [r for r in pool_rows if "error" in r]
+    return 0 if all(isinstance(results[m], dict) for m in modes) and not failed else 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -387,6 +510,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="timed passes per mode; best is kept")
     p.add_argument("--threads", type=int, default=0, help="torch threads in workers (0: default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pool-sizes",
+        default="",
+        help="also score stores of these many chats with the loop's score step and compare "
+        "peak RSS, e.g. 10000,1000000 (default: skip)",
+    )
+    p.add_argument("--pool-precision", default="auto", help="precision of the --pool-sizes runs")
+    p.add_argument("--chunk", type=int, default=4096, help="page size of the --pool-sizes runs")
+    p.add_argument("--db", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, default=None, help=argparse.SUPPRESS)
     return p
@@ -399,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         if args.result is None or args.checkpoint is None:
             sys.exit("--worker needs --result and --checkpoint")
-        args.result.write_text(json.dumps(_worker(args)))
+        work = _pool_worker if args.worker == "store" else _worker
+        args.result.write_text(json.dumps(work(args)))
         return 0
     return _coordinate(args)
 

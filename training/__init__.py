@@ -17,12 +17,21 @@ from training.evaluate import evaluate
 from training.labels import LABELS, predicted_labels, sentiment_score, uncertainty
 from training.model import DEFAULT_BASE_MODEL, load_for_training, pick_device, resolve_model_path
 from training.scoring import PRECISIONS, Scorer, resolve_precision
-from training.selection import STRATEGIES, cold_start, select, top_k
+from training.selection import (
+    NEEDS_EMBEDDINGS,
+    STRATEGIES,
+    cold_start,
+    duplicate_key,
+    select,
+    top_k,
+    utility,
+)
 from training.train import TrainConfig, fine_tune
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
     "LABELS",
+    "NEEDS_EMBEDDINGS",
     "PRECISIONS",
     "STRATEGIES",
     "CheckpointError",
@@ -34,6 +43,7 @@ __all__ = [
     "apply_temperature",
     "clean_stale_tmp",
     "cold_start",
+    "duplicate_key",
     "evaluate",
     "expected_calibration_error",
     "fine_tune",
@@ -49,5 +59,6 @@ __all__ = [
     "sentiment_score",
     "top_k",
     "uncertainty",
+    "utility",
     "verify_checkpoint",
 ]

@@ -253,26 +253,54 @@ class Scorer:
         length so each batch pads little. ``progress(done, total)`` is called after every
         batch with the number of texts scored so far (on CUDA: handed to the GPU).
         """
+        return self._run(texts, progress, embed=False)[0]
+
+    def predict_with_embeddings(
+        self, texts: Sequence[str]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Probabilities and unit-length sentence embeddings (the mean of the last hidden
+        layer over real tokens) from one forward pass: what diversity-aware selection and
+        near-duplicate checks compare chats by."""
+        probs, emb = self._run(texts, None, embed=True)
+        assert emb is not None
+        return probs, emb
+
+    def _run(
+        self, texts: Sequence[str], progress: Callable[[int, int], None] | None, *, embed: bool
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
         total = len(texts)
         out = np.zeros((total, len(LABELS)), dtype=np.float32)
         if total == 0:
-            return out
+            return out, np.zeros((0, 0), dtype=np.float32) if embed else None
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:  # checked up front: failing half-way through a million texts wastes the work
             raise TrainingError(f"texts must be strings; item(s) {bad[:5]} are not")
         model, tokenizer, device = self._load()
+        emb_out: npt.NDArray[np.float32] | None = None
         done = 0
         with torch.inference_mode():
             for chunk in self._chunks(tokenizer, texts, device):
                 results: list[torch.Tensor] = []
+                pooled: list[torch.Tensor] = []
                 for batch in chunk.batches:
+                    inputs = to_device(batch, device)
                     with self._autocast(device):
-                        logits = model(**to_device(batch, device)).logits
+                        output = model(**inputs, output_hidden_states=embed)
                     # Stays on the device: no per-batch sync, the GPU can run ahead.
-                    results.append(torch.softmax(logits.float(), dim=-1))
+                    results.append(torch.softmax(output.logits.float(), dim=-1))
+                    if embed:
+                        mask = inputs["attention_mask"].unsqueeze(-1).float()
+                        hidden = output.hidden_states[-1].float()
+                        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+                        pooled.append(torch.nn.functional.normalize(mean, dim=-1))
                     done += len(batch["input_ids"])
                     if progress is not None:
                         progress(done, total)
-                probs = torch.cat(results).cpu().numpy()
-                out[np.concatenate(chunk.rows)] = probs
-        return out
+                rows = np.concatenate(chunk.rows)
+                out[rows] = torch.cat(results).cpu().numpy()
+                if embed:
+                    vectors = torch.cat(pooled).cpu().numpy()
+                    if emb_out is None:
+                        emb_out = np.zeros((total, vectors.shape[1]), dtype=np.float32)
+                    emb_out[rows] = vectors
+        return out, emb_out

@@ -121,10 +121,11 @@ def test_select_rank_order(strategy: str, expected: list[int]) -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_select_no_duplicates_and_k_larger_than_n(strategy: str) -> None:
-    picked = select(strategy, PROBS, 50, seed=3)
+    emb = np.eye(5, 8, dtype=np.float32)  # five unrelated chats
+    picked = select(strategy, PROBS, 50, embeddings=emb, seed=3)
     assert sorted(picked.tolist()) == [0, 1, 2, 3, 4]
-    assert select(strategy, PROBS, 0).tolist() == []
-    assert select(strategy, np.zeros((0, 3)), 4).tolist() == []
+    assert select(strategy, PROBS, 0, embeddings=emb).tolist() == []
+    assert select(strategy, np.zeros((0, 3)), 4, embeddings=np.zeros((0, 8))).tolist() == []
 
 
 def test_select_ties_broken_by_index() -> None:

@@ -1,0 +1,93 @@
+"""Diversity, near-duplicates, class balance and cold start of the query strategies, on
+hand-made probability matrices and embeddings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training import STRATEGIES, TrainingError, cold_start, duplicate_key, select
+
+pytestmark = pytest.mark.unit
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _clustered(rng: np.random.Generator, per: int, centers: int, dim: int = 16) -> np.ndarray:
+    """``centers`` well separated directions, ``per`` chats close to each (in that order)."""
+    base = np.eye(centers, dim)
+    return _unit(np.repeat(base, per, axis=0) + rng.normal(0, 0.05, (per * centers, dim)))
+
+
+def test_diverse_takes_one_chat_per_group_where_uncertainty_alone_takes_one_group() -> None:
+    rng = np.random.default_rng(0)
+    emb = _clustered(rng, per=10, centers=3)
+    probs = np.tile([0.8, 0.1, 0.1], (30, 1))
+    probs[:10] = [0.34, 0.33, 0.33]  # the whole first group is the most uncertain
+    probs[10:20] = [0.5, 0.3, 0.2]
+    probs[20:] = [0.6, 0.3, 0.1]
+    assert {int(i) // 10 for i in select("margin", probs, 3)} == {0}
+    picked = select("diverse", probs, 3, embeddings=emb, prefilter=10)
+    assert sorted(int(i) // 10 for i in picked) == [0, 1, 2]
+    assert picked[0] < 10  # ranked by uncertainty: the most unsure group's chat first
+
+
+def test_near_duplicates_are_never_picked_together() -> None:
+    rng = np.random.default_rng(1)
+    emb = _unit(rng.normal(size=(6, 16)))
+    emb[1] = _unit(emb[0] + rng.normal(0, 0.01, 16))  # chat 1 nearly repeats chat 0
+    probs = np.array(
+        [[0.34, 0.33, 0.33], [0.35, 0.33, 0.32], [0.5, 0.3, 0.2]] + [[0.9, 0.05, 0.05]] * 3
+    )
+    for strategy in ("least_confidence", "margin", "entropy", "diverse"):
+        picked = select(strategy, probs, 3, embeddings=emb, prefilter=2).tolist()
+        assert len(picked) == 3 and not {0, 1} <= set(picked), strategy
+    keys = [
+        duplicate_key(t)
+        for t in ["@united WORST flight ever!!", "@delta worst flight ever", "ok", "a", "b", "c"]
+    ]
+    assert keys[0] == keys[1]
+    picked = select("entropy", probs, 3, duplicate_keys=keys).tolist()
+    assert picked[:1] == [0] and 1 not in picked and len(picked) == 3
+
+
+def test_duplicate_key_ignores_case_mentions_links_digits_and_punctuation() -> None:
+    assert duplicate_key("@united Flight 123 delayed!! http://t.co/x") == duplicate_key(
+        "@AmericanAir flight 9 DELAYED"
+    )
+    assert duplicate_key("flight delayed") != duplicate_key("flight cancelled")
+
+
+def test_class_balance_keeps_a_rarely_predicted_class_in_the_batch() -> None:
+    probs = np.tile([0.45, 0.45, 0.10], (100, 1))  # unsure between negative and neutral
+    probs[90:] = [0.1, 0.1, 0.8]  # positive: predicted rarely, and confidently
+    plain = select("entropy", probs, 12)
+    assert not any(i >= 90 for i in plain.tolist())
+    balanced = select("entropy", probs, 12, class_balance=True).tolist()
+    assert len(balanced) == 12 == len(set(balanced))
+    assert sum(i >= 90 for i in balanced) >= 2  # ceil(12 / (2 * 3))
+    emb = _unit(np.random.default_rng(3).normal(size=(100, 16)))
+    diverse = select("diverse", probs, 12, embeddings=emb, class_balance=True).tolist()
+    assert sum(i >= 90 for i in diverse) >= 2
+
+
+def test_cold_start_covers_every_group_with_zero_labels() -> None:
+    rng = np.random.default_rng(2)
+    emb = _clustered(rng, per=30, centers=4)
+    emb = emb[np.r_[0:30, 30:60, 60:64, 90:120]]  # one small group of 4 among groups of 30
+    picked = cold_start(len(emb), 4, embeddings=emb, seed=5)
+    groups = {0: range(0, 30), 1: range(30, 60), 2: range(60, 64), 3: range(64, 94)}
+    hit = {g for i in picked.tolist() for g, r in groups.items() if i in r}
+    assert hit == {0, 1, 2, 3} and len(set(picked.tolist())) == 4
+    assert cold_start(len(emb), 4, embeddings=emb, seed=5).tolist() == picked.tolist()
+
+
+def test_diverse_needs_embeddings_and_shapes_must_match() -> None:
+    probs = np.full((4, 3), 1 / 3)
+    with pytest.raises(TrainingError, match="embeddings"):
+        select("diverse", probs, 2)
+    with pytest.raises(TrainingError, match="3 embeddings for 4"):
+        select("margin", probs, 2, embeddings=np.zeros((3, 8)))
+    assert "diverse" in STRATEGIES
