@@ -128,6 +128,20 @@ def status() -> None:
         if production
         else "none",
     )
+    balance = ", class balance" if settings.class_balance else ""
+    table.add_row("strategy", f"{settings.strategy}{balance}, batch {settings.batch_size}")
+    rounds = store.rounds(limit=1)
+    if rounds:
+        last = rounds[0]
+        model = f"v{last.model_version}" if last.model_version else "no model"
+        table.add_row(
+            "last selection",
+            f"{last.strategy} by {model}: {last.chosen} of {last.candidates} candidates "
+            f"at {last.created_at:%Y-%m-%d %H:%M:%S}",
+        )
+        from orchestrator.selection import stopping_text
+
+        table.add_row("stopping", stopping_text(last.stopping, settings.stop_when_stable))
     for run in reversed(store.runs(limit=5)):
         table.add_row(
             f"{run.step} ({run.trigger})",

@@ -46,6 +46,23 @@ class Context:
             raise CheckpointError(f"v{version.number}'s checkpoint was deleted by retention")
         verify_checkpoint(Path(version.checkpoint_path), version.weights_sha256)
 
+    def base_scorer(self) -> Scorer:
+        """The base model, for embeddings before any version exists (cold start)."""
+        from training import Scorer
+
+        key = f"base:{self.settings.base_model}"
+        if key not in self._scorers:
+            self._scorers.clear()
+            self._scorers[key] = Scorer(
+                self.settings.base_model,
+                device=self.settings.device,
+                batch_size=self.settings.score_batch_size,
+                max_length=self.settings.max_length,
+                precision=self.settings.score_precision,
+                encoder_only=True,
+            )
+        return self._scorers[key]
+
     def scorer(self, version: ModelVersion) -> Scorer:
         """A scorer for this version, its checkpoint verified against the registry's sha256
         first; the previous scorer is dropped so memory does not grow over cycles."""

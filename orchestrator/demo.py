@@ -97,6 +97,8 @@ def run_demo(
             "macro-F1",
             "accuracy",
             "promoted",
+            "chosen by",
+            "stop kappa",
             *(f"{k} s" for k in _TIMED),
             title=f"sentiloop demo: macro-F1 and accuracy on {dev.name}, seconds per step",
         )
@@ -111,6 +113,8 @@ def run_demo(
             times["label"] = time.monotonic() - t0
             _step(console, times, "pull", tasks.pull.delay())
             trained = _step(console, times, "train", tasks.retrain.delay())
+            chosen = store.rounds(limit=1)
+            pairs = chosen[0].stopping.get("pairs", []) if chosen else []
             row = (
                 "seed" if rnd == 0 else str(rnd),
                 str(store.counts()["labelled_chats"]),
@@ -118,16 +122,29 @@ def run_demo(
                 _fmt(trained.get("macro_f1")),
                 _fmt(trained.get("accuracy")),
                 "yes" if trained.get("promoted") else "no",
+                (
+                    chosen[0].strategy
+                    + (f" v{chosen[0].model_version}" if chosen[0].model_version else "")
+                )
+                if chosen
+                else "-",
+                _fmt(pairs[-1]["kappa"]) if pairs else "-",
                 *(f"{times.get(k, 0):.1f}" for k in _TIMED),
             )
             table.add_row(*row)
             console.print(
                 f"round {row[0]}: {row[1]} labels, {row[2]} macro-F1 {row[3]} accuracy {row[4]} "
-                f"promoted {row[5]} (gate {escape(str(trained.get('gate', '-')))}) "
+                f"promoted {row[5]} (gate {escape(str(trained.get('gate', '-')))}); "
+                f"batch chosen by {row[6]}, stopping kappa {row[7]} "
                 f"({', '.join(f'{k} {times.get(k, 0):.1f}s' for k in _TIMED)})",
                 soft_wrap=True,
             )
         console.print(table)
+        from orchestrator.context import Context
+        from orchestrator.selection import stopping_signal, stopping_text
+
+        signal = stopping_signal(Context.from_settings(settings))
+        console.print(f"stopping criterion: {stopping_text(signal, settings.stop_when_stable)}")
         production = store.production()
         console.print(
             "\n[bold]Where to look[/]\n"

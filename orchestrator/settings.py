@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STRATEGIES = ("random", "least_confidence", "margin", "entropy")
+STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse")
 #: Celery queues: the default one (Label Studio sync, cycles) and the one for model work.
 DEFAULT_QUEUE = "celery"
 SCORING_QUEUE = "scoring"
@@ -70,7 +70,21 @@ class Settings(BaseSettings):
     early_stopping_sample: int = Field(600, ge=10, description="Dev texts for early stopping.")
     keep_candidates: int = Field(3, ge=0, description="Newest candidates kept on disk.")
 
-    strategy: str = Field("entropy", description="Query strategy.")
+    strategy: str = Field("diverse", description="Query strategy.")
+    class_balance: bool = Field(True, description="Keep rarely predicted classes in a batch.")
+    diverse_prefilter: int = Field(
+        5, ge=1, le=100, description="diverse: cluster the N x batch least sure chats."
+    )
+    duplicate_cosine: float = Field(
+        0.95, gt=0, le=1, description="Chats this similar never share a batch."
+    )
+    cold_start_sample: int = Field(
+        5000, ge=1, description="Pool chats embedded to choose the first batch by coverage."
+    )
+    stop_kappa: float = Field(0.99, ge=-1, le=1, description="Stopping: kappa threshold.")
+    stop_window: int = Field(3, ge=1, description="Stopping: successive versions above it.")
+    stop_set_size: int = Field(1000, ge=10, description="Stopping: fixed unlabelled chats.")
+    stop_when_stable: bool = Field(False, description="Push nothing once stopping fires.")
     batch_size: int = Field(50, ge=1, le=10_000, description="Chats pushed per cycle.")
     max_open_tasks: int = Field(500, ge=1, description="Push nothing while this many are open.")
     score_sample: int = Field(0, ge=0, description="Score at most this many chats a cycle (0=all).")

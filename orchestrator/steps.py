@@ -19,7 +19,7 @@ from labeling import PredictionIn as TaskPrediction
 from labeling import TaskIn
 from orchestrator import registry
 from orchestrator.context import Context
-from store import AnnotationIn, LeaseBusy, PredictionIn, parse_file
+from store import AnnotationIn, LeaseBusy, ModelVersion, PredictionIn, parse_file
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,6 @@ def _move(path: Path, folder: Path) -> None:
 def score(ctx: Context, progress: Progress, shard: tuple[int, int] | None = None) -> dict[str, Any]:
     """Score the unlabelled chats that the production version has not scored yet, streamed
     from the store a chunk at a time; ``shard=(index, count)`` takes one shard of them."""
-    from training import apply_temperature, predicted_labels, sentiment_score, uncertainty
-
     store, settings = ctx.store, ctx.settings
     production = store.production()
     if production is None:
@@ -163,27 +161,50 @@ def score(ctx: Context, progress: Progress, shard: tuple[int, int] | None = None
         batches = store.iter_unscored(version, settings.score_chunk, shard)
     scored = written = 0
     for batch in batches:
-        scorer = ctx.scorer(production)  # cached: loaded once, and only if there is work
 
         def report(done: int, _total: int, offset: int = scored) -> None:
             progress("score", offset + done, total)
 
-        raw = scorer.predict_proba([text for _, text in batch], progress=report)
-        probs = apply_temperature(raw, production.temperature)
-        labels, scores, unc = predicted_labels(probs), sentiment_score(probs), uncertainty(probs)
-        rows = [
-            PredictionIn(
-                cid,
-                (float(p[0]), float(p[1]), float(p[2])),
-                labels[i],
-                float(scores[i]),
-                float(unc[i]),
-            )
-            for i, ((cid, _), p) in enumerate(zip(batch, probs, strict=True))
-        ]
-        written += store.add_predictions(version, rows)
+        written += _write_scores(ctx, production, batch, report)
         scored += len(batch)
+    if shard is None or shard[0] == 0:
+        written += _score_stop_set(ctx, production)
     return {"version": version, "scored": scored, "written": written, **shard_info}
+
+
+def _score_stop_set(ctx: Context, production: ModelVersion) -> int:
+    """Every production version scores the stopping criterion's fixed set, labelled chats
+    included, so successive versions can be compared on the same chats."""
+    store = ctx.store
+    ids = store.stop_set(ctx.settings.stop_set_size)
+    missing = [c for c in ids if c not in store.prediction_for(ids, production.number)]
+    if not missing:
+        return 0
+    chats = store.chats_by_id(missing)
+    pairs = [(c, chats[c].text) for c in missing if c in chats]
+    return _write_scores(ctx, production, pairs)
+
+
+def _write_scores(
+    ctx: Context,
+    production: ModelVersion,
+    pairs: list[tuple[int, str]],
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Score (chat id, text) pairs with the production model (calibrated) and store them."""
+    from training import apply_temperature, predicted_labels, sentiment_score, uncertainty
+
+    scorer = ctx.scorer(production)  # cached: loaded once, and only if there is work
+    raw = scorer.predict_proba([text for _, text in pairs], progress=progress)
+    probs = apply_temperature(raw, production.temperature)
+    labels, scores, unc = predicted_labels(probs), sentiment_score(probs), uncertainty(probs)
+    rows = [
+        PredictionIn(
+            cid, (float(p[0]), float(p[1]), float(p[2])), labels[i], float(scores[i]), float(unc[i])
+        )
+        for i, ((cid, _), p) in enumerate(zip(pairs, probs, strict=True))
+    ]
+    return ctx.store.add_predictions(production.number, rows)
 
 
 def _sampled(
@@ -213,10 +234,13 @@ def score_shard(ctx: Context, progress: Progress, index: int, count: int) -> dic
 # -- select and push ------------------------------------------------------------------------
 
 
-def push(ctx: Context, progress: Progress, limit: int | None = None) -> dict[str, Any]:
+def push(
+    ctx: Context, progress: Progress, limit: int | None = None, cycle_id: str | None = None
+) -> dict[str, Any]:
     """Pick the most informative chats and create their Label Studio tasks, never twice.
-    ``limit`` overrides the batch size (the demo's seed batch)."""
-    from training import cold_start, select
+    ``limit`` overrides the batch size (the demo's seed batch). With
+    SENTILOOP_STOP_WHEN_STABLE, nothing new is pushed once the stopping criterion fires."""
+    from orchestrator import selection
 
     settings, store = ctx.settings, ctx.store
     client = ctx.labeling()
@@ -226,25 +250,31 @@ def push(ctx: Context, progress: Progress, limit: int | None = None) -> dict[str
     room = min(limit or settings.batch_size, settings.max_open_tasks - open_tasks)
     if room <= 0:
         return {"project": project, "reconciled": reconciled, "skipped": f"{open_tasks} open"}
-    production = store.production()
-    sel_scores: list[float | None]
-    if production is None:
-        pool = store.unlabelled_chat_ids(project)
-        picked = [pool[i] for i in cold_start(len(pool), room, seed=settings.seed)]
-        strategy, version = "cold_start", None
-        sel_scores = [None] * len(picked)
-    else:
-        cands = store.candidates(production.number, project)
-        probs = cands.probs
-        order = select(settings.strategy, probs, room, seed=settings.seed + production.number)
-        picked = [int(cands.chat_ids[i]) for i in order]
-        strategy, version = settings.strategy, production.number
-        sel_scores = [float(1.0 - probs[i].max()) for i in order]
+    if settings.stop_when_stable:
+        signal = selection.stopping_signal(ctx)
+        if signal["fired"]:
+            return {
+                "project": project,
+                "reconciled": reconciled,
+                "skipped": "stopping criterion fired: predictions are stable "
+                f"(kappa >= {settings.stop_kappa} over {settings.stop_window} versions)",
+            }
+    batch = selection.choose(ctx, project, room, cycle_id)
     store.reserve_tasks(
-        project, picked, strategy=strategy, model_version=version, selection_scores=sel_scores
+        project,
+        batch.chat_ids,
+        strategy=batch.selection.strategy,
+        model_version=batch.selection.model_version,
+        selection_scores=batch.scores,
+        selection=batch.selection,
     )
     pushed = _push_pending(ctx, project)
-    return {"project": project, "selected": len(picked), "pushed": pushed + reconciled}
+    return {
+        "project": project,
+        "strategy": batch.selection.strategy,
+        "selected": len(batch.chat_ids),
+        "pushed": pushed + reconciled,
+    }
 
 
 def _push_pending(ctx: Context, project: int) -> int:

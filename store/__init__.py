@@ -15,6 +15,7 @@ from store.models import (
     ModelVersion,
     Prediction,
     Promotion,
+    SelectionRound,
     utcnow,
 )
 from store.store import (
@@ -47,6 +48,7 @@ __all__ = [
     "PredictionIn",
     "Promotion",
     "RowError",
+    "SelectionRound",
     "Store",
     "StoreError",
     "TrainingExample",

@@ -47,6 +47,24 @@ class Prediction(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class SelectionRound(SQLModel, table=True):
+    """One selection: the strategy, its options and the model version that chose a batch,
+    from how many candidates, and the stopping signal at that moment. The chosen chats
+    are the label tasks that point here (with their selection scores)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(index=True)
+    cycle_id: str | None = Field(default=None, max_length=64)
+    model_version: int | None = None
+    strategy: str = Field(max_length=32)
+    options: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    candidates: int = 0
+    requested: int = 0
+    chosen: int = 0
+    stopping: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 class LabelTask(SQLModel, table=True):
     """A chat sent to Label Studio. Written as ``pending`` before the import so a crash between
     import and bookkeeping is reconciled instead of producing a duplicate task."""
@@ -61,6 +79,7 @@ class LabelTask(SQLModel, table=True):
     strategy: str = Field(default="", max_length=32)
     model_version: int | None = None
     selection_score: float | None = None
+    round_id: int | None = Field(default=None, foreign_key="selectionround.id", index=True)
     selected_at: datetime = Field(default_factory=utcnow)
     pushed_at: datetime | None = None
 

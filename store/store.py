@@ -39,6 +39,7 @@ from store.models import (
     ModelVersion,
     Prediction,
     Promotion,
+    SelectionRound,
     SyncCursor,
     utcnow,
 )
@@ -278,6 +279,16 @@ class Store:
             yield rows
             last = rows[-1][0]
 
+    def stop_set(self, size: int, stride: int = 5) -> list[int]:
+        """A fixed sample of chats for the stopping criterion: every ``stride``-th id from
+        the oldest on. Ids are never reused, so once the pool holds ``size * stride``
+        chats the set never changes, whatever is ingested or labelled later."""
+        with self.session() as s:
+            rows = s.exec(
+                select(Chat.id).where(col(Chat.id) % stride == 0).order_by(col(Chat.id)).limit(size)
+            ).all()
+        return [r for r in rows if r is not None]
+
     def add_predictions(self, version: int, predictions: Sequence[PredictionIn]) -> int:
         """Insert predictions in short transactions; a (chat, version) already there is kept."""
         written = 0
@@ -347,9 +358,12 @@ class Store:
         strategy: str,
         model_version: int | None,
         selection_scores: Sequence[float | None],
+        selection: SelectionRound | None = None,
     ) -> int:
         """Record chats as ``pending`` for a project before they are imported, so that a chat
-        can never be chosen twice; a chat that already has a row is left alone."""
+        can never be chosen twice; a chat that already has a row is left alone.
+        ``selection``, when given, is stored in the same transaction and the tasks point
+        to it: which round chose them is never lost or half-written."""
         now = utcnow()
         rows = [
             {
@@ -363,13 +377,28 @@ class Store:
             }
             for cid, score in zip(chat_ids, selection_scores, strict=True)
         ]
-        if not rows:
-            return 0
         with self.session() as s:
-            result = s.execute(self._insert_ignore(LabelTask, ["chat_id", "project_id"]), rows)
-            written = _rowcount(result)
+            if selection is not None:
+                s.add(selection)
+                s.flush()
+                for row in rows:
+                    row["round_id"] = selection.id
+            written = 0
+            if rows:
+                result = s.execute(self._insert_ignore(LabelTask, ["chat_id", "project_id"]), rows)
+                written = _rowcount(result)
+            if selection is not None:
+                selection.chosen = written
             s.commit()
             return written
+
+    def rounds(self, project_id: int | None = None, limit: int = 20) -> list[SelectionRound]:
+        """Selection rounds, newest first."""
+        with self.session() as s:
+            q = select(SelectionRound)
+            if project_id is not None:
+                q = q.where(SelectionRound.project_id == project_id)
+            return list(s.exec(q.order_by(col(SelectionRound.id).desc()).limit(limit)).all())
 
     def pending_tasks(self, project_id: int) -> list[LabelTask]:
         with self.session() as s:

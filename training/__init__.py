@@ -26,6 +26,7 @@ from training.selection import (
     top_k,
     utility,
 )
+from training.stopping import cohen_kappa, stabilised
 from training.train import TrainConfig, fine_tune
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "TrainingError",
     "apply_temperature",
     "clean_stale_tmp",
+    "cohen_kappa",
     "cold_start",
     "duplicate_key",
     "evaluate",
@@ -57,6 +59,7 @@ __all__ = [
     "save_checkpoint",
     "select",
     "sentiment_score",
+    "stabilised",
     "top_k",
     "uncertainty",
     "utility",

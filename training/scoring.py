@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,7 @@ from transformers import (
 from training._batching import encode, pad_batch, to_device
 from training.errors import ModelLoadError, TrainingError
 from training.labels import LABELS
-from training.model import pick_device
+from training.model import load_for_training, pick_device
 from training.quantize import cpu_has_fast_bf16, quantize_int8
 
 __all__ = [
@@ -115,6 +116,7 @@ class Scorer:
         max_length: int = 64,
         precision: str = "fp32",
         chunk_size: int = DEFAULT_CHUNK_SIZE,
+        encoder_only: bool = False,
     ) -> None:
         if batch_size is not None and batch_size < 1:
             raise TrainingError(f"batch_size must be positive, got {batch_size}")
@@ -133,6 +135,7 @@ class Scorer:
         self.max_length = max_length
         self.precision = precision
         self.chunk_size = chunk_size
+        self.encoder_only = encoder_only
         self._model: PreTrainedModel | None = None
         self._tokenizer: PreTrainedTokenizerBase | None = None
         self._device: torch.device | None = None
@@ -159,9 +162,15 @@ class Scorer:
             if self._model is None or self._tokenizer is None or self._device is None:
                 device = pick_device(self.device_preference)
                 effective = resolve_precision(self.precision, device)
+                model: Any
                 try:
-                    tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
-                    model = AutoModelForSequenceClassification.from_pretrained(str(self.model_dir))
+                    if self.encoder_only:  # any encoder: a fresh head, used for embeddings
+                        model, tokenizer = load_for_training(str(self.model_dir))
+                    else:
+                        tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+                        model = AutoModelForSequenceClassification.from_pretrained(
+                            str(self.model_dir)
+                        )
                 except (OSError, ValueError, KeyError) as exc:
                     raise ModelLoadError(str(self.model_dir), str(exc)) from exc
                 names = tuple(

@@ -91,3 +91,17 @@ def test_diverse_needs_embeddings_and_shapes_must_match() -> None:
     with pytest.raises(TrainingError, match="3 embeddings for 4"):
         select("margin", probs, 2, embeddings=np.zeros((3, 8)))
     assert "diverse" in STRATEGIES
+
+
+def test_kappa_and_the_stabilising_predictions_rule() -> None:
+    from training import cohen_kappa, stabilised
+
+    assert cohen_kappa([0, 1, 2, 0], [0, 1, 2, 0]) == 1.0
+    assert cohen_kappa([0, 0, 0], [0, 0, 0]) == 1.0
+    assert cohen_kappa([0, 1, 0, 1], [1, 0, 1, 0]) == pytest.approx(-1.0)
+    assert cohen_kappa([0, 0, 1, 1], [0, 1, 0, 1]) == pytest.approx(0.0)
+    with pytest.raises(TrainingError):
+        cohen_kappa([0, 1], [0])
+    assert stabilised([0.5, 0.99, 0.995, 0.991], 0.99, 3)
+    assert not stabilised([0.99, 0.98, 0.995, 0.991], 0.99, 3)
+    assert not stabilised([0.995, 0.999], 0.99, 3)  # too few versions yet

@@ -202,3 +202,43 @@ def test_step_runs_are_recorded(sqlite_store: Store) -> None:
     sqlite_store.finish_run(run, "ok", {"pushed": 3})
     assert sqlite_store.step_done("c1", "push")
     assert sqlite_store.runs(limit=1)[0].counts == {"pushed": 3}
+
+
+def test_a_selection_round_is_stored_with_its_tasks(sqlite_store: Store) -> None:
+    from store import SelectionRound
+
+    ids = _chats(sqlite_store, 5)
+    sqlite_store.reserve_tasks(
+        4, ids[:1], strategy="random", model_version=None, selection_scores=[None]
+    )
+    chosen = SelectionRound(
+        project_id=4,
+        model_version=2,
+        strategy="diverse",
+        candidates=5,
+        requested=3,
+        options={"class_balance": True},
+        stopping={"fired": False, "pairs": []},
+    )
+    n = sqlite_store.reserve_tasks(
+        4,
+        ids[:3],
+        strategy="diverse",
+        model_version=2,
+        selection_scores=[0.5, 0.4, 0.3],
+        selection=chosen,
+    )
+    assert n == 2  # ids[0] was already reserved
+    (stored,) = sqlite_store.rounds(4)
+    assert (stored.strategy, stored.model_version, stored.chosen, stored.requested) == (
+        "diverse",
+        2,
+        2,
+        3,
+    )
+    assert stored.options == {"class_balance": True}
+    tasks = {t.chat_id: t for t in sqlite_store.tasks(4)}
+    assert tasks[ids[0]].round_id is None
+    assert [tasks[c].round_id for c in ids[1:3]] == [stored.id, stored.id]
+    assert [tasks[c].selection_score for c in ids[1:3]] == [0.4, 0.3]
+    assert sqlite_store.stop_set(2, stride=2) == [c for c in ids if c % 2 == 0][:2]
