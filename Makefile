@@ -5,7 +5,8 @@ export PYTHONPATH := $(CURDIR)
 export HF_HUB_OFFLINE ?= 1
 export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
 
-.PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring
+.PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
+	bench-active-learning
 
 setup:
 	@bash scripts/setup.sh
@@ -32,6 +33,9 @@ bench-retraining: setup
 
 bench-scoring: setup
 	$(PY) -m benchmarks.scoring $(BENCH_ARGS)
+
+bench-active-learning: setup
+	$(PY) -m benchmarks.active_learning $(BENCH_ARGS)
 
 clean:
 	rm -rf var .venv .venv-labelstudio .pytest_cache .mypy_cache .ruff_cache

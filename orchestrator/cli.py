@@ -21,7 +21,23 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 ls_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
 models_app = typer.Typer(no_args_is_help=True, help="Model versions.")
 app.add_typer(ls_app, name="labelstudio")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (they print a table).")
 app.add_typer(models_app, name="models")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command(
+    "active-learning",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench_active_learning(ctx: typer.Context) -> None:
+    """Strategies against random sampling on the airline data; options: --help there."""
+    from benchmarks import active_learning
+
+    raise typer.Exit(active_learning.main(list(ctx.args)))
+
+
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")

@@ -167,22 +167,26 @@ def score(ctx: Context, progress: Progress, shard: tuple[int, int] | None = None
 
         written += _write_scores(ctx, production, batch, report)
         scored += len(batch)
-    if shard is None or shard[0] == 0:
-        written += _score_stop_set(ctx, production)
+    if shard is None:
+        extra = score_stop_set(ctx, production)
+        scored, written = scored + extra["scored"], written + extra["written"]
     return {"version": version, "scored": scored, "written": written, **shard_info}
 
 
-def _score_stop_set(ctx: Context, production: ModelVersion) -> int:
+def score_stop_set(ctx: Context, production: ModelVersion | None = None) -> dict[str, int]:
     """Every production version scores the stopping criterion's fixed set, labelled chats
-    included, so successive versions can be compared on the same chats."""
+    included, so successive versions can be compared on the same chats. Run after the
+    pool (or all its shards): by then only the labelled ones are left to score."""
     store = ctx.store
+    production = production or store.production()
+    if production is None:
+        return {"scored": 0, "written": 0}
     ids = store.stop_set(ctx.settings.stop_set_size)
     missing = [c for c in ids if c not in store.prediction_for(ids, production.number)]
-    if not missing:
-        return 0
     chats = store.chats_by_id(missing)
     pairs = [(c, chats[c].text) for c in missing if c in chats]
-    return _write_scores(ctx, production, pairs)
+    written = _write_scores(ctx, production, pairs) if pairs else 0
+    return {"scored": len(pairs), "written": written}
 
 
 def _write_scores(

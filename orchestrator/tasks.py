@@ -53,10 +53,13 @@ def _step_task(name: str) -> Any:
         trigger: str = "manual",
         options: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
+        options = dict(options or {})
+        if name == "push":  # recorded with the selection round
+            options.setdefault("cycle_id", cycle_id)
         return steps.run_step(
             context(),
             name,
-            functools.partial(steps.STEP_FUNCTIONS[name], **(options or {})),
+            functools.partial(steps.STEP_FUNCTIONS[name], **options),
             cycle_id=cycle_id,
             trigger=trigger,
             progress=_progress(self),
@@ -95,10 +98,11 @@ def score_collect(
     """The chord's body: records the score step of the cycle with the shards' totals."""
 
     def total(ctx: Context, progress: steps.Progress) -> dict[str, Any]:
+        stop_set = steps.score_stop_set(ctx)
         return {
             "shards": len(shards),
-            "scored": sum(int(r.get("scored", 0)) for r in shards),
-            "written": sum(int(r.get("written", 0)) for r in shards),
+            "scored": sum(int(r.get("scored", 0)) for r in shards) + stop_set["scored"],
+            "written": sum(int(r.get("written", 0)) for r in shards) + stop_set["written"],
             "workers": sorted({str(r.get("worker")) for r in shards}),
         }
 

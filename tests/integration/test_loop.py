@@ -43,7 +43,17 @@ def _run_loop(loop: Loop) -> None:
     project = loop.client().ensure_project(loop.env["SENTILOOP_PROJECT_TITLE"])
     tasks = store.tasks(project)
     with_model = [t for t in tasks if t.model_version == 1]
-    assert len(with_model) == 40 and all(t.strategy == "entropy" for t in with_model)
+    assert len(with_model) == 40 and all(t.strategy == "diverse" for t in with_model)
+    # each round is recorded: who chose what, from how many, and the stopping signal
+    rounds = store.rounds(project)
+    assert [(r.strategy, r.model_version, r.chosen) for r in reversed(rounds)] == [
+        ("cold_start", None, 40),  # cycle 1
+        ("cold_start", None, 40),  # cycle 2 pushes before it trains v1
+        ("diverse", 1, 40),
+    ]
+    assert {t.round_id for t in with_model} == {rounds[0].id}
+    assert rounds[0].candidates >= 40 and rounds[0].stopping["threshold"] == 0.99
+    assert rounds[1].options["sample"] > 40  # the cold start embedded a sample of the pool
     assert store.counts()["scored_by_production"] >= 40
     ls_ids = _ls_chat_ids(loop, project)
     assert len(ls_ids) == len(set(ls_ids)) == len(tasks) == 120  # no duplicate task
@@ -55,6 +65,7 @@ def _run_loop(loop: Loop) -> None:
     assert store.counts()["annotations"] == 120
     status = loop.cli("status")
     assert status.returncode == 0 and "labelled chats" in status.stdout
+    assert "diverse, class balance" in status.stdout and "stopping" in status.stdout
     store.dispose()
 
 

