@@ -78,6 +78,14 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
         requested=room,
         stopping=stopping_signal(ctx, production),
     )
+    logger.info(
+        "%s chose %d of %d candidates (%d embedded) with v%d",
+        strategy,
+        len(order),
+        len(cands),
+        len(ids),
+        production.number,
+    )
     return Batch([ids[i] for i in order], [float(unsure[i]) for i in order], selection)
 
 
