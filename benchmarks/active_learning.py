@@ -41,7 +41,8 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import numpy as np  # noqa: E402
 
-DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "airline"
+from benchmarks.airline import read_split  # noqa: E402
+
 CLASSES = ("negative", "neutral", "positive")
 FIELDS = [
     "strategy",
@@ -69,18 +70,9 @@ class Data:
     test_labels: list[str]
 
 
-def _read(split: str) -> tuple[list[str], list[str]]:
-    path = DATA_DIR / f"{split}.csv"
-    if not path.is_file():
-        sys.exit(f"airline data not found at {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
-
-
 def load_data() -> Data:
-    pool_texts, pool_labels = _read("pool")
-    test_texts, test_labels = _read("test")
+    pool_texts, pool_labels = read_split("pool")
+    test_texts, test_labels = read_split("test")
     return Data(pool_texts, pool_labels, test_texts, test_labels)
 
 

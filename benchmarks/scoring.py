@@ -28,27 +28,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(REPO_ROOT))
 
-DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "airline"
+from benchmarks.airline import read_split  # noqa: E402
+
 ALL_MODES = ("pipeline", "fp32", "bf16", "int8", "auto")
 TARGET_RATIO = 4.0
 TARGET_AGREEMENT = 0.99
 TARGET_TOP_K_S = 0.5
 
 
-def _read(split: str) -> tuple[list[str], list[str]]:
-    path = DATA_DIR / f"{split}.csv"
-    if not path.is_file():
-        sys.exit(f"airline data not found at {path}")
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return [r["text"] for r in rows], [r["label"] for r in rows]
-
-
 def _bench_texts(n: int, seed: int) -> list[str]:
     """The pool, resampled (with replacement beyond its size) to ``n`` texts."""
     import numpy as np
 
-    pool, _ = _read("pool")
+    pool, _ = read_split("pool")
     idx = np.random.default_rng(seed).choice(len(pool), size=n, replace=n > len(pool))
     return [pool[i] for i in idx]
 
@@ -115,7 +107,7 @@ def _worker(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     mode = args.worker
     texts = _bench_texts(args.n, args.seed)
-    dev_texts, dev_labels = _read("dev")
+    dev_texts, dev_labels = read_split("dev")
     started = time.perf_counter()
     effective = "fp32"
     if mode == "pipeline":
@@ -204,7 +196,7 @@ def _fill_store(db: Path, n: int, seed: int, checkpoint: Path) -> str:
     url = f"sqlite:///{db}"
     store = Store(url)
     store.init()
-    pool, _ = _read("pool")
+    pool, _ = read_split("pool")
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -278,7 +270,7 @@ def _train_checkpoint(root: Path) -> Path:
 
     from training import DEFAULT_BASE_MODEL, TrainConfig, fine_tune, save_checkpoint
 
-    texts, labels = _read("pool")
+    texts, labels = read_split("pool")
     pick = np.random.default_rng(0).choice(len(texts), size=300, replace=False)
     model, tokenizer = fine_tune(
         DEFAULT_BASE_MODEL,
@@ -396,7 +388,7 @@ def _coordinate(args: argparse.Namespace) -> int:
     print(
         f"texts: {args.n} (airline pool resampled, seed {args.seed}), batch {args.batch_size}, "
         f"max_length {args.max_length}, best of {args.repeats}; agreement on "
-        f"{len(_read('dev')[0])} dev rows"
+        f"{len(read_split('dev')[0])} dev rows"
     )
     results: dict[str, dict[str, Any] | str] = {}
     for mode in run_modes:
