@@ -13,6 +13,7 @@ logger = logging.getLogger(__name__)
 MODEL_TASKS = (
     "sentiloop.score",
     "sentiloop.score_shard",
+    "sentiloop.score_collect",
     "sentiloop.retrain",
     "sentiloop.evaluate",
 )
