@@ -124,8 +124,13 @@ def _metrics(probs: Any, truth: Sequence[str]) -> dict[str, float]:
 def run_one(
     args: argparse.Namespace, data: Data, strategy: str, seed: int, stop_set: Any
 ) -> list[dict[str, Any]]:
-    """One learning curve: ``strategy`` from the seed labels of ``seed`` to the budget."""
+    """One learning curve: ``strategy`` from the seed labels of ``seed`` to the budget.
+
+    ``strategy`` may carry its class balance after a colon (``diverse:even``); otherwise
+    ``--class-balance`` applies (never to random)."""
     from training import cohen_kappa, duplicate_key, select
+
+    name, balance = _spec(strategy, args.class_balance)
 
     n = len(data.pool_texts)
     rng = np.random.default_rng([seed, 7])
@@ -150,13 +155,15 @@ def run_one(
                 free = np.sort(pick_rng.choice(free, size=args.candidates, replace=False))
             cand_texts = [data.pool_texts[i] for i in free]
             probs, emb = model.scorer.predict_with_embeddings(cand_texts)
+            labelled_counts = [sum(data.pool_labels[i] == c for i in labelled) for c in CLASSES]
             order = select(
-                strategy,
+                name,
                 probs,
                 args.step,
                 embeddings=emb,
                 duplicate_keys=[duplicate_key(t) for t in cand_texts],
-                class_balance=args.class_balance and strategy != "random",
+                class_balance=balance != "off",
+                labelled_counts=labelled_counts if balance == "labels" else None,
                 prefilter=args.prefilter,
                 seed=seed * 1000 + budget,
             )
@@ -184,6 +191,16 @@ def run_one(
             flush=True,
         )
     return rows
+
+
+BALANCES = ("labels", "even", "off")
+
+
+def _spec(strategy: str, default: str) -> tuple[str, str]:
+    """``name[:balance]`` -> (strategy name, class balance); random never balances."""
+    name, _, balance = strategy.partition(":")
+    balance = balance or default
+    return name, "off" if name == "random" else balance
 
 
 def full_pool(args: argparse.Namespace, data: Data, seed: int) -> dict[str, float]:
@@ -370,7 +387,14 @@ def _parser() -> argparse.ArgumentParser:
         default=3000,
         help="pool chats scored per round, a fresh random subsample (0: all; use on a GPU)",
     )
-    p.add_argument("--no-class-balance", dest="class_balance", action="store_false")
+    p.add_argument(
+        "--class-balance",
+        choices=BALANCES,
+        default="labels",
+        help="reserve half of each batch for predicted classes: by each class's shortfall "
+        "in the labels so far (labels), evenly (even), or not (off); a strategy may "
+        "override it as name:balance, e.g. diverse:even",
+    )
     p.add_argument(
         "--prefilter", type=int, default=5, help="diverse: cluster the N x step least sure"
     )
@@ -404,9 +428,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [
+        s
+        for s in strategies
+        if _spec(s, args.class_balance)[0] not in STRATEGIES
+        or _spec(s, args.class_balance)[1] not in BALANCES
+    ]
     if unknown:
-        sys.exit(f"unknown strategy {unknown}; choose from {list(STRATEGIES)}")
+        sys.exit(
+            f"unknown strategy {unknown}; choose from {list(STRATEGIES)}, optionally with "
+            f":balance, one of {list(BALANCES)}"
+        )
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     full_seeds = [int(s) for s in args.full_pool_seeds.split(",") if s.strip()]
     if args.seed_size < 1 or args.step < 1 or args.budget < args.seed_size:
@@ -428,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         f"strategies {strategies}, seeds {seeds}; {args.seed_size} random seed labels, "
         f"+{args.step} per round to {args.budget}; candidates per round: "
         + (f"a fresh random {args.candidates} of the unlabelled pool" if args.candidates else "all")
-        + f"; class balance {'on' if args.class_balance else 'off'} (not for random); "
+        + f"; class balance {args.class_balance} unless named (never for random); "
         f"recipe: retrain from {args.base_model}, {args.epochs} epochs, lr {args.lr}, batch "
         f"{args.train_batch}, max length {args.max_length}; scoring precision {args.precision}",
     ]

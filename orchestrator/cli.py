@@ -144,7 +144,9 @@ def status() -> None:
         if production
         else "none",
     )
-    balance = ", class balance" if settings.class_balance else ""
+    balance = (
+        f", class balance by {settings.class_balance}" if settings.class_balance != "off" else ""
+    )
     table.add_row("strategy", f"{settings.strategy}{balance}, batch {settings.batch_size}")
     rounds = store.rounds(limit=1)
     if rounds:

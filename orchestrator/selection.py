@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,12 +44,16 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
 
     cands = store.candidates(production.number, project)
     strategy = settings.strategy
+    balance = settings.class_balance != "off"
+    counts = _label_counts(ctx) if settings.class_balance == "labels" else None
+    if counts is not None:
+        options["labelled_counts"] = counts
     shortlist = _shortlist(
         cands.probs,
         strategy,
         room,
         settings.diverse_prefilter,
-        settings.class_balance,
+        balance,
         settings.seed + production.number,
     )
     ids = [int(cands.chat_ids[i]) for i in shortlist]
@@ -62,7 +67,8 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
         room,
         embeddings=embeddings,
         duplicate_keys=[duplicate_key(t) for t in texts],
-        class_balance=settings.class_balance,
+        class_balance=balance,
+        labelled_counts=counts,
         prefilter=settings.diverse_prefilter,
         duplicate_cosine=settings.duplicate_cosine,
         seed=settings.seed + production.number,
@@ -87,6 +93,14 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
         production.number,
     )
     return Batch([ids[i] for i in order], [float(unsure[i]) for i in order], selection)
+
+
+def _label_counts(ctx: Context) -> list[int]:
+    """Labels the next model will train on, per class in the model's label order."""
+    from training import LABELS
+
+    counts = Counter(e.label for e in ctx.store.training_examples())
+    return [counts.get(label, 0) for label in LABELS]
 
 
 def _shortlist(

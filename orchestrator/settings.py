@@ -15,7 +15,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse")
+STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse", "badge")
+CLASS_BALANCES = ("labels", "even", "off")
 #: Celery queues: the default one (Label Studio sync, cycles) and the one for model work.
 DEFAULT_QUEUE = "celery"
 SCORING_QUEUE = "scoring"
@@ -71,7 +72,11 @@ class Settings(BaseSettings):
     keep_candidates: int = Field(3, ge=0, description="Newest candidates kept on disk.")
 
     strategy: str = Field("diverse", description="Query strategy.")
-    class_balance: bool = Field(True, description="Keep rarely predicted classes in a batch.")
+    class_balance: str = Field(
+        "labels",
+        description="Half of each batch reserved for predicted classes: by each class's "
+        "shortfall in the labels so far (labels), evenly (even), or off.",
+    )
     diverse_prefilter: int = Field(
         5, ge=1, le=100, description="diverse: cluster the N x batch least sure chats."
     )
@@ -107,6 +112,16 @@ class Settings(BaseSettings):
         if value not in STRATEGIES:
             raise ValueError(f"must be one of {', '.join(STRATEGIES)}")
         return value
+
+    @field_validator("class_balance", mode="before")
+    @classmethod
+    def _class_balance(cls, value: object) -> str:
+        text = str(value).strip().lower()
+        text = {"true": "labels", "1": "labels", "yes": "labels", "on": "labels"}.get(text, text)
+        text = {"false": "off", "0": "off", "no": "off"}.get(text, text)
+        if text not in CLASS_BALANCES:
+            raise ValueError(f"must be one of {', '.join(CLASS_BALANCES)} (or true/false)")
+        return text
 
     @field_validator("score_precision")
     @classmethod

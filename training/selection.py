@@ -13,9 +13,9 @@ from training.errors import TrainingError
 
 __all__ = ["STRATEGIES", "cold_start", "duplicate_key", "select", "top_k", "utility"]
 
-STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse")
+STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse", "badge")
 #: Strategies that need the candidates' embeddings.
-NEEDS_EMBEDDINGS = frozenset({"diverse"})
+NEEDS_EMBEDDINGS = frozenset({"diverse", "badge"})
 
 
 def _check_k(k: int) -> None:
@@ -64,6 +64,10 @@ def utility(strategy: str, probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
         return -np.asarray(_proba_margin(arr), dtype=np.float64)
     if strategy == "entropy":
         return np.asarray(_proba_entropy(arr), dtype=np.float64)
+    if strategy == "badge":  # squared length of p - onehot(argmax p): the gradient's scale
+        residual = arr.copy()
+        residual[np.arange(len(arr)), arr.argmax(axis=1)] -= 1.0
+        return np.asarray((residual**2).sum(axis=1), dtype=np.float64)
     raise TrainingError(f"{strategy!r} has no uncertainty utility")
 
 
@@ -82,20 +86,23 @@ def select(
     embeddings: npt.ArrayLike | None = None,
     duplicate_keys: Sequence[str] | None = None,
     class_balance: bool = False,
+    labelled_counts: Sequence[int] | None = None,
     prefilter: int = 5,
     duplicate_cosine: float = 0.95,
     seed: int = 0,
 ) -> npt.NDArray[np.int64]:
     """Row indices of the ``k`` chats to label, most informative first.
 
-    ``strategy``: random, least_confidence, margin, entropy, or diverse (the ``prefilter``
+    ``strategy``: random, least_confidence, margin, entropy, diverse (the ``prefilter``
     x k smallest-margin rows clustered by k-means over ``embeddings``, one chat per
-    cluster, so a batch is not k variants of one complaint). Within a batch no two chats
-    share a ``duplicate_keys`` entry or have embeddings closer than ``duplicate_cosine``.
-    ``class_balance`` reserves about k/(2C) places for each of the C predicted classes, so
-    a class the model rarely predicts still reaches the annotators. Ties go to the lower
-    row index; the result has ``min(k, n)`` distinct indices when enough distinct chats
-    exist.
+    cluster, so a batch is not k variants of one complaint), or badge (k-means++ seeding
+    over gradient embeddings, Ash et al. 2020: uncertain and mutually distant chats).
+    Within a batch no two chats share a ``duplicate_keys`` entry or have embeddings closer
+    than ``duplicate_cosine``. ``class_balance`` reserves half the batch for the C
+    predicted classes, so a class the model rarely predicts still reaches the annotators:
+    evenly, or, given the ``labelled_counts`` per class so far, in proportion to how far
+    each class is below an even share of the labels. Ties go to the lower row index; the
+    result has ``min(k, n)`` distinct indices when enough distinct chats exist.
     """
     _check_k(k)
     arr = _probs(probs)
@@ -105,6 +112,8 @@ def select(
         raise TrainingError(f"{emb.shape[0]} embeddings for {n} probability rows")
     if duplicate_keys is not None and len(duplicate_keys) != n:
         raise TrainingError(f"{len(duplicate_keys)} duplicate keys for {n} probability rows")
+    if labelled_counts is not None and len(labelled_counts) != arr.shape[1]:
+        raise TrainingError(f"{len(labelled_counts)} labelled counts for {arr.shape[1]} classes")
     if strategy not in STRATEGIES:
         raise TrainingError(
             f"unknown query strategy {strategy!r}: the setting SENTILOOP_STRATEGY must be "
@@ -112,21 +121,48 @@ def select(
         )
     if k == 0 or n == 0:
         return np.zeros(0, dtype=np.int64)
+    quotas = _quotas(k, arr.shape[1], class_balance, labelled_counts)
+    if strategy in NEEDS_EMBEDDINGS and emb is None:
+        raise TrainingError(f"the {strategy} strategy needs embeddings of the candidates")
     if strategy == "random":
         ranked = np.random.default_rng(seed).permutation(n).astype(np.int64)
-    elif strategy == "diverse":
-        if emb is None:
-            raise TrainingError("the diverse strategy needs embeddings of the candidates")
+    elif strategy == "diverse" and emb is not None:
         ranked = _diverse(utility(strategy, arr), emb, k, prefilter, seed)
+    elif strategy == "badge" and emb is not None:
+        ranked = _badge(arr, emb, k, seed)
     else:
         util = utility(strategy, arr)
-        # rank a margin beyond k first (top-k of a million rows is cheap, a full sort not)
-        ranked = top_k(util, min(n, 4 * k + 64))
-        picked = _fill(ranked, k, arr, emb, duplicate_keys, class_balance, duplicate_cosine)
+        # rank a margin beyond k first (top-k of a million rows is cheap, a full sort not);
+        # reserved places need each class's best, which may all lie beyond that margin
+        ranked = top_k(util, n if any(quotas) else min(n, 4 * k + 64))
+        picked = _fill(ranked, k, arr, emb, duplicate_keys, quotas, duplicate_cosine)
         if len(picked) == min(k, n) or len(ranked) == n:
             return picked
         ranked = top_k(util, n)
-    return _fill(ranked, k, arr, emb, duplicate_keys, class_balance, duplicate_cosine)
+    return _fill(ranked, k, arr, emb, duplicate_keys, quotas, duplicate_cosine)
+
+
+def _quotas(
+    k: int, classes: int, class_balance: bool, labelled_counts: Sequence[int] | None
+) -> list[int]:
+    """Places in a batch of k reserved per predicted class: half the batch, split evenly
+    or by each class's shortfall from an even share of labels (largest remainder)."""
+    if not class_balance:
+        return [0] * classes
+    if labelled_counts is None:
+        return [-(-k // (2 * classes))] * classes
+    counts = np.asarray(labelled_counts, dtype=np.float64)
+    if (counts < 0).any():
+        raise TrainingError(f"labelled counts must be non-negative, got {list(labelled_counts)}")
+    reserve = k // 2
+    deficit = np.maximum(0.0, (counts.sum() + k) / classes - counts)
+    if reserve == 0 or deficit.sum() == 0:
+        return [0] * classes
+    exact = reserve * deficit / deficit.sum()
+    quotas = np.floor(exact).astype(int)
+    for c in np.argsort(-(exact - quotas), kind="stable")[: reserve - int(quotas.sum())]:
+        quotas[c] += 1
+    return [int(q) for q in quotas]
 
 
 def _diverse(
@@ -153,6 +189,34 @@ def _diverse(
     return np.concatenate((picks_arr, rest))
 
 
+def _badge(
+    probs: npt.NDArray[np.float64], emb: npt.NDArray[np.float32], k: int, seed: int
+) -> npt.NDArray[np.int64]:
+    """BADGE: the loss gradient each chat would give the output layer if the model's own
+    guess were its label, (p - onehot(argmax p)) x embedding, seeded by k-means++. A long
+    gradient means an unsure prediction; k-means++ keeps the picks apart. The first pick
+    is the longest gradient; rows never drawn follow by gradient length, as fallbacks."""
+    n = len(probs)
+    residual = probs.copy()
+    residual[np.arange(n), probs.argmax(axis=1)] -= 1.0
+    grad = (residual[:, :, None] * emb[:, None, :].astype(np.float64)).reshape(n, -1)
+    norms = (grad**2).sum(axis=1)
+    rng = np.random.default_rng(seed)
+    first = int(top_k(norms, 1)[0])
+    picks = [first]
+    nearest = ((grad - grad[first]) ** 2).sum(axis=1)
+    while len(picks) < min(2 * k, n):
+        total = nearest.sum()
+        if total <= 1e-12:  # the rest coincide with a pick: no more diversity to gain
+            break
+        i = int(rng.choice(n, p=nearest / total))
+        picks.append(i)
+        nearest = np.minimum(nearest, ((grad - grad[i]) ** 2).sum(axis=1))
+    picks_arr = np.asarray(picks, dtype=np.int64)
+    rest = top_k(norms, n)
+    return np.concatenate((picks_arr, rest[~np.isin(rest, picks_arr)]))
+
+
 def _kmeans(x: npt.NDArray[np.float32], k: int, seed: int) -> npt.NDArray[np.int64]:
     from sklearn.cluster import KMeans
 
@@ -168,14 +232,12 @@ def _fill(
     probs: npt.NDArray[np.float64],
     emb: npt.NDArray[np.float32] | None,
     keys: Sequence[str] | None,
-    class_balance: bool,
+    quotas: Sequence[int],
     max_cosine: float,
 ) -> npt.NDArray[np.int64]:
-    """Take rows in rank order, skipping near-duplicates of rows already taken; with
-    ``class_balance`` first fill each predicted class's reserved places."""
+    """Take rows in rank order, skipping near-duplicates of rows already taken, after
+    first filling each predicted class's reserved places (``quotas``)."""
     predicted = probs.argmax(axis=1)
-    classes = probs.shape[1]
-    quota = -(-k // (2 * classes)) if class_balance else 0
     chosen: list[int] = []
     seen_keys: set[str] = set()
     vectors: list[npt.NDArray[np.float32]] = []
@@ -192,13 +254,12 @@ def _fill(
             vectors.append(emb[i])
         return True
 
-    if quota:
-        for c in range(classes):
-            got = 0
-            for i in ranked[predicted[ranked] == c]:
-                if got >= quota or len(chosen) >= k:
-                    break
-                got += take(int(i))
+    for c, quota in enumerate(quotas):
+        got = 0
+        for i in ranked[predicted[ranked] == c]:
+            if got >= quota or len(chosen) >= k:
+                break
+            got += take(int(i))
     taken = set(chosen)
     for i in ranked:
         if len(chosen) >= k:

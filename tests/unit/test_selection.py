@@ -3,6 +3,8 @@ hand-made probability matrices and embeddings."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -41,7 +43,7 @@ def test_near_duplicates_are_never_picked_together() -> None:
     probs = np.array(
         [[0.34, 0.33, 0.33], [0.35, 0.33, 0.32], [0.5, 0.3, 0.2]] + [[0.9, 0.05, 0.05]] * 3
     )
-    for strategy in ("least_confidence", "margin", "entropy", "diverse"):
+    for strategy in ("least_confidence", "margin", "entropy", "diverse", "badge"):
         picked = select(strategy, probs, 3, embeddings=emb, prefilter=2).tolist()
         assert len(picked) == 3 and not {0, 1} <= set(picked), strategy
     keys = [
@@ -73,6 +75,45 @@ def test_class_balance_keeps_a_rarely_predicted_class_in_the_batch() -> None:
     assert sum(i >= 90 for i in diverse) >= 2
 
 
+def test_class_balance_by_labels_so_far_favours_the_classes_short_of_labels() -> None:
+    probs = np.array(
+        [[0.4, 0.35, 0.25]] * 200  # predicted negative, and the least sure
+        + [[0.2, 0.6, 0.2]] * 100  # predicted neutral
+        + [[0.2, 0.2, 0.6]] * 100  # predicted positive
+    )
+
+    def per_class(picked: np.ndarray) -> list[int]:
+        return np.bincount(probs[picked].argmax(axis=1), minlength=3).tolist()
+
+    assert per_class(select("margin", probs, 40)) == [40, 0, 0]
+    assert per_class(select("margin", probs, 40, class_balance=True)) == [26, 7, 7]
+    # 90 negative labels, 10 neutral, no positive: the 20 reserved places go by shortfall
+    # from an even share ((100 + 40) / 3 each): 0, 36.7, 46.7 -> 0, 9, 11
+    short = select("margin", probs, 40, class_balance=True, labelled_counts=[90, 10, 0])
+    assert per_class(short) == [20, 9, 11]
+    level = select("margin", probs, 40, class_balance=True, labelled_counts=[900, 900, 900])
+    assert per_class(level) == [27, 7, 6]
+    with pytest.raises(TrainingError, match="2 labelled counts for 3 classes"):
+        select("margin", probs, 4, class_balance=True, labelled_counts=[1, 2])
+
+
+def test_badge_is_unsure_first_and_spread_over_groups() -> None:
+    rng = np.random.default_rng(6)
+    emb = _clustered(rng, per=20, centers=3)
+    probs = np.tile([0.98, 0.01, 0.01], (60, 1))
+    probs[:20] = [0.4, 0.35, 0.25]  # group 0: unsure
+    probs[20:40] = [0.55, 0.3, 0.15]  # group 1: fairly unsure
+    probs[5] = [0.34, 0.33, 0.33]  # the least sure chat of all
+    assert {int(i) // 20 for i in select("margin", probs, 3)} == {0}
+    for seed in range(10):
+        picked = select("badge", probs, 3, embeddings=emb, seed=seed).tolist()
+        assert picked[0] == 5  # the longest gradient comes first
+        assert len({i // 20 for i in picked}) >= 2, seed  # not three of one group
+    assert select("badge", probs, 3, embeddings=emb, seed=1).tolist() == (
+        select("badge", probs, 3, embeddings=emb, seed=1).tolist()
+    )
+
+
 def test_cold_start_covers_every_group_with_zero_labels() -> None:
     rng = np.random.default_rng(2)
     emb = _clustered(rng, per=30, centers=4)
@@ -91,6 +132,12 @@ def test_diverse_needs_embeddings_and_shapes_must_match() -> None:
     with pytest.raises(TrainingError, match="3 embeddings for 4"):
         select("margin", probs, 2, embeddings=np.zeros((3, 8)))
     assert "diverse" in STRATEGIES
+
+
+def test_the_strategy_setting_accepts_exactly_the_strategies_there_are() -> None:
+    from orchestrator.settings import STRATEGIES as SETTING_STRATEGIES
+
+    assert SETTING_STRATEGIES == STRATEGIES  # settings does not import torch to validate
 
 
 def test_kappa_and_the_stabilising_predictions_rule() -> None:
@@ -120,3 +167,19 @@ def test_shortlist_keeps_the_least_sure_and_each_predicted_class() -> None:
     assert set(range(1990, 2000)) <= set(balanced.tolist())
     assert balanced[: len(short)].tolist() == short.tolist()  # the uncertain ones lead
     assert len(_shortlist(probs, "random", 10, prefilter=5, class_balance=False, seed=0)) == 104
+
+
+def test_class_balance_setting_takes_a_mode_or_a_boolean(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from orchestrator.settings import ConfigError, load_settings
+
+    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
+    for given, mode in [("even", "even"), ("true", "labels"), ("false", "off"), ("OFF", "off")]:
+        monkeypatch.setenv("SENTILOOP_CLASS_BALANCE", given)
+        assert load_settings().class_balance == mode
+    monkeypatch.delenv("SENTILOOP_CLASS_BALANCE")
+    assert load_settings().class_balance == "labels"
+    monkeypatch.setenv("SENTILOOP_CLASS_BALANCE", "sometimes")
+    with pytest.raises(ConfigError, match="SENTILOOP_CLASS_BALANCE"):
+        load_settings()
