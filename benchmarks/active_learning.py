@@ -194,6 +194,8 @@ def run_one(
 
 
 BALANCES = ("labels", "even", "off")
+#: Thresholds of the stopping rule the summary tries (the loop's default is 0.99).
+STOP_THRESHOLDS = (0.8, 0.85, 0.9, 0.95, 0.99)
 
 
 def _spec(strategy: str, default: str) -> tuple[str, str]:
@@ -230,8 +232,41 @@ def _job(
 # -- summary ----------------------------------------------------------------------------------
 
 
+def _stopping_lines(rows: list[dict[str, Any]], strategies: list[str], window: int) -> list[str]:
+    """Where the stabilising-predictions rule would stop each curve, for a few thresholds:
+    mean labels at the stop (the budget when it never fires) and macro-F1 given up."""
+    from training import stabilised
+
+    out = []
+    for s in strategies:
+        cells = []
+        for threshold in STOP_THRESHOLDS:
+            stops, lost, fired = [], [], 0
+            for seed in sorted({int(r["seed"]) for r in rows if r["strategy"] == s}):
+                curve = [r for r in rows if r["strategy"] == s and int(r["seed"]) == seed]
+                kappas: list[float] = []
+                stop = curve[-1]
+                for r in curve:
+                    if r["kappa_previous"] is not None:
+                        kappas.append(float(r["kappa_previous"]))
+                    if stabilised(kappas, threshold, window):
+                        stop, fired = r, fired + 1
+                        break
+                stops.append(int(stop["labels"]))
+                lost.append(float(curve[-1]["macro_f1"]) - float(stop["macro_f1"]))
+            cells.append(
+                f">= {threshold}: {np.mean(stops):.0f} labels ({fired}/{len(stops)} fired), "
+                f"{100 * np.mean(lost):.1f} points short of the last"
+            )
+        out.append(f"stopping rule, {window} successive kappas, {s}: " + "; ".join(cells))
+    return out
+
+
 def summarise(
-    rows: list[dict[str, Any]], strategies: list[str], full: list[dict[str, float]]
+    rows: list[dict[str, Any]],
+    strategies: list[str],
+    full: list[dict[str, float]],
+    stop_window: int = 3,
 ) -> list[str]:
     """The table and the verdict on each target, as printed lines."""
     budgets = sorted({int(r["labels"]) for r in rows})
@@ -300,6 +335,7 @@ def summarise(
             for s in strategies
         )
     )
+    out += _stopping_lines(rows, strategies, stop_window)
     full_f1 = float(np.mean([f["macro_f1"] for f in full])) if full else float("nan")
     if full:
         out.append(
@@ -400,6 +436,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stop-set", type=int, default=500, help="pool chats for the stopping kappa")
     p.add_argument(
+        "--stop-window", type=int, default=3, help="stopping: successive kappas above threshold"
+    )
+    p.add_argument(
         "--full-pool-seeds", default="0", help="seeds of the whole-pool reference ('' to skip)"
     )
     p.add_argument("--epochs", type=int, default=3)
@@ -489,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     order = {s: i for i, s in enumerate(strategies)}
     rows.sort(key=lambda r: (order[r["strategy"]], r["seed"], r["labels"]))
     minutes = (time.perf_counter() - started) / 60
-    lines = summarise(rows, strategies, full)
+    lines = summarise(rows, strategies, full, args.stop_window)
     lines.append(f"wall time: {minutes:.1f} min")
     print("\n" + "\n".join(lines))
 
