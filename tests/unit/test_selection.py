@@ -167,6 +167,12 @@ def test_shortlist_keeps_the_least_sure_and_each_predicted_class() -> None:
     assert set(range(1990, 2000)) <= set(balanced.tolist())
     assert balanced[: len(short)].tolist() == short.tolist()  # the uncertain ones lead
     assert len(_shortlist(probs, "random", 10, prefilter=5, class_balance=False, seed=0)) == 104
+    # badge shortlists by gradient length, which for unit embeddings is |p - onehot|^2
+    badge = _shortlist(probs, "badge", 10, prefilter=5, class_balance=False, seed=0)
+    residual = probs.copy()
+    residual[np.arange(len(probs)), probs.argmax(axis=1)] -= 1
+    longest = np.argsort(-(residual**2).sum(axis=1), kind="stable")[:104]
+    assert sorted(badge.tolist()) == sorted(longest.tolist())
 
 
 def test_class_balance_setting_takes_a_mode_or_a_boolean(
