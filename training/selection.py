@@ -65,10 +65,15 @@ def utility(strategy: str, probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
     if strategy == "entropy":
         return np.asarray(_proba_entropy(arr), dtype=np.float64)
     if strategy == "badge":  # squared length of p - onehot(argmax p): the gradient's scale
-        residual = arr.copy()
-        residual[np.arange(len(arr)), arr.argmax(axis=1)] -= 1.0
-        return np.asarray((residual**2).sum(axis=1), dtype=np.float64)
+        return np.asarray((_residual(arr) ** 2).sum(axis=1), dtype=np.float64)
     raise TrainingError(f"{strategy!r} has no uncertainty utility")
+
+
+def _residual(probs: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """p - onehot(argmax p): the output-layer loss gradient if the model's guess were right."""
+    residual = probs.copy()
+    residual[np.arange(len(probs)), probs.argmax(axis=1)] -= 1.0
+    return residual
 
 
 def _probs(probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -197,9 +202,7 @@ def _badge(
     gradient means an unsure prediction; k-means++ keeps the picks apart. The first pick
     is the longest gradient; rows never drawn follow by gradient length, as fallbacks."""
     n = len(probs)
-    residual = probs.copy()
-    residual[np.arange(n), probs.argmax(axis=1)] -= 1.0
-    grad = (residual[:, :, None] * emb[:, None, :].astype(np.float64)).reshape(n, -1)
+    grad = (_residual(probs)[:, :, None] * emb[:, None, :].astype(np.float64)).reshape(n, -1)
     norms = (grad**2).sum(axis=1)
     rng = np.random.default_rng(seed)
     first = int(top_k(norms, 1)[0])
