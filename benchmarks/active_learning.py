@@ -84,6 +84,7 @@ class Model:
 
         config = TrainConfig(
             epochs=args.epochs,
+            min_steps=args.min_steps,
             learning_rate=args.lr,
             batch_size=args.train_batch,
             max_length=args.max_length,
@@ -442,6 +443,12 @@ def _parser() -> argparse.ArgumentParser:
         "--full-pool-seeds", default="0", help="seeds of the whole-pool reference ('' to skip)"
     )
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument(
+        "--min-steps",
+        type=int,
+        default=0,
+        help="train more epochs when needed to take at least this many optimiser steps",
+    )
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--train-batch", type=int, default=16)
     p.add_argument("--max-length", type=int, default=64)
@@ -500,8 +507,10 @@ def main(argv: list[str] | None = None) -> int:
         f"+{args.step} per round to {args.budget}; candidates per round: "
         + (f"a fresh random {args.candidates} of the unlabelled pool" if args.candidates else "all")
         + f"; class balance {args.class_balance} unless named (never for random); "
-        f"recipe: retrain from {args.base_model}, {args.epochs} epochs, lr {args.lr}, batch "
-        f"{args.train_batch}, max length {args.max_length}; scoring precision {args.precision}",
+        f"recipe: retrain from {args.base_model}, {args.epochs} epochs"
+        + (f" (or more, to {args.min_steps} steps)" if args.min_steps else "")
+        + f", lr {args.lr}, batch {args.train_batch}, max length {args.max_length}; "
+        f"scoring precision {args.precision}",
     ]
     print("\n".join(header), flush=True)
     jobs = [("curve", s, seed) for seed in seeds for s in strategies]

@@ -208,6 +208,7 @@ def _chain_results(last: Any) -> list[Any]:
 def _follow(results: list[Any], timeout: float) -> bool:
     """Show each step's progress from the task state until the chain ends."""
     from orchestrator.steps import STEPS
+    from orchestrator.tasks import progress_of
 
     deadline = time.monotonic() + timeout
     with Progress(
@@ -221,9 +222,10 @@ def _follow(results: list[Any], timeout: float) -> bool:
         for row, res in zip(rows, results, strict=False):
             while True:
                 state = res.state
-                if state == "PROGRESS" and isinstance(res.info, dict):
-                    info = res.info
-                    bar.update(row, total=info["total"], completed=info["done"], info=info["stage"])
+                progress = progress_of(state, res.info)
+                if progress is not None:
+                    stage, done, total = progress
+                    bar.update(row, total=total, completed=done, info=stage)
                 elif state == "SUCCESS":
                     out = res.result or {}
                     bar.update(row, total=1, completed=1, info=_summary(out))

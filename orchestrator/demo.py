@@ -197,14 +197,18 @@ _TIMED = ("score", "push", "label", "pull", "train")
 
 def _step(console: Console, times: dict[str, float], name: str, result: Any) -> Any:
     """Wait for a step's task, showing the progress it reports, and time it."""
+    from orchestrator.tasks import progress_of
+
     t0 = time.monotonic()
     with console.status(f"{name}: queued") as status:
         while not result.ready():
-            info = result.info if result.state == "PROGRESS" else None
-            if isinstance(info, dict):
-                status.update(f"{name}: {info['stage']} {info['done']}/{info['total']}")
+            state = result.state
+            progress = progress_of(state, result.info)
+            if progress is not None:
+                stage, done, total = progress
+                status.update(f"{name}: {stage} {done}/{total}")
             else:
-                status.update(f"{name}: {result.state.lower()}")
+                status.update(f"{name}: {state.lower()}")
             time.sleep(0.25)
     times[name] = time.monotonic() - t0
     value = result.get(timeout=10)

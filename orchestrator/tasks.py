@@ -38,6 +38,18 @@ def _progress(task: Task) -> steps.Progress:
     return report
 
 
+def progress_of(state: str, info: object) -> tuple[str, int, int] | None:
+    """(stage, done, total) from a step task's state and info, or None when it reports no
+    progress. ``AsyncResult.state`` and ``.info`` are two reads of the backend: the task
+    may finish between them, leaving a PROGRESS state with the final result as its info."""
+    if state != "PROGRESS" or not isinstance(info, dict):
+        return None
+    stage, done, total = info.get("stage"), info.get("done"), info.get("total")
+    if isinstance(stage, str) and isinstance(done, int) and isinstance(total, int):
+        return stage, done, total
+    return None
+
+
 def _step_task(name: str) -> Any:
     @app.task(
         bind=True,

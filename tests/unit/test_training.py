@@ -182,9 +182,20 @@ def test_train_config_to_dict() -> None:
         "seed": 0,
         "class_weighted": True,
         "early_stopping_patience": 0,
+        "min_steps": 0,
     }
     with pytest.raises(TrainingError):
         TrainConfig(epochs=0)
+    with pytest.raises(TrainingError, match="min_steps"):
+        TrainConfig(min_steps=-1)
+
+
+def test_min_steps_adds_epochs_only_for_small_label_sets() -> None:
+    config = TrainConfig(epochs=3, batch_size=16, min_steps=100)
+    assert config.epochs_for(100) == 15  # 7 steps an epoch: 15 epochs reach 105 steps
+    assert config.epochs_for(533) == 3  # 34 steps an epoch: 3 epochs already take 102
+    assert config.epochs_for(1) == 100
+    assert TrainConfig(epochs=3).epochs_for(100) == 3  # no minimum: exactly epochs
 
 
 def test_class_weights_inverse_frequency() -> None:

@@ -66,3 +66,14 @@ def test_cli_reports_an_unreachable_database_in_one_line(
     assert result.exit_code == 2
     assert "database unreachable" in result.output and "SENTILOOP_DATABASE_URL" in result.output
     assert "pw@" not in result.output
+
+
+def test_progress_reads_only_complete_progress_reports() -> None:
+    from orchestrator.tasks import progress_of
+
+    report = {"stage": "scoring", "done": 3, "total": 10}
+    assert progress_of("PROGRESS", report) == ("scoring", 3, 10)
+    # the task finished between reading .state and .info: the info is its result
+    assert progress_of("PROGRESS", {"status": "ok", "scored": 10}) is None
+    assert progress_of("SUCCESS", report) is None
+    assert progress_of("PROGRESS", None) is None
