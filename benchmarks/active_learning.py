@@ -6,8 +6,9 @@ labelled first; then each round scores a fresh random ``--candidates`` subsample
 still unlabelled pool with the current model (probabilities and embeddings in one pass),
 the strategy picks ``--step`` of them, their gold labels are added, and the model is
 retrained from the base model with the same recipe (the loop's default: lr 1e-4, batch
-16, 3 epochs, class-weighted loss, max length 64). Every model is evaluated on test.csv,
-which is never used to choose anything. No temperature scaling (it changes no argmax).
+16, 3 epochs or more to take 100 optimiser steps, class-weighted loss, max length 64).
+Every model is evaluated on test.csv, which is never used to choose anything. No
+temperature scaling (it changes no argmax).
 
 The stopping criterion is followed too: Cohen's kappa between successive models on a
 fixed stop set of unlabelled pool chats.
@@ -217,8 +218,11 @@ def full_pool(args: argparse.Namespace, data: Data, seed: int) -> dict[str, floa
 
 def _init_worker(threads: int) -> None:
     import torch
+    from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
+    hf_logging.set_verbosity_error()  # one load report per model trained would bury the table
+    hf_logging.disable_progress_bar()
 
 
 def _job(
@@ -446,8 +450,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-steps",
         type=int,
-        default=0,
-        help="train more epochs when needed to take at least this many optimiser steps",
+        default=100,
+        help="train more epochs when needed to take at least this many optimiser steps "
+        "(the loop's SENTILOOP_TRAIN_MIN_STEPS; 0: exactly --epochs)",
     )
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--train-batch", type=int, default=16)
