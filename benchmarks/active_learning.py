@@ -221,8 +221,9 @@ def _init_worker(threads: int) -> None:
     from transformers.utils import logging as hf_logging
 
     torch.set_num_threads(threads)
-    hf_logging.set_verbosity_error()  # one load report per model trained would bury the table
-    hf_logging.disable_progress_bar()
+    # one load report per model trained would bury the table
+    hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _job(

@@ -15,14 +15,18 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from orchestrator.context import Context
 from orchestrator.errors import StepError
+from orchestrator.settings import Settings
 from store import ModelVersion, Promotion, TrainingExample, parse_file
+
+if TYPE_CHECKING:
+    from training import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -270,10 +274,38 @@ def replay_sample(
     return sorted(picked, key=lambda e: e.chat_id)
 
 
+def train_configs(settings: Settings) -> tuple[TrainConfig, TrainConfig]:
+    """The recipes of a full retrain and of an incremental one, from the settings.
+
+    Only a full retrain gets ``train_min_steps``: its classification head starts from
+    random, and 3 epochs over 100 labels are 21 steps, too few to learn the minority
+    classes (test macro-F1 0.50 against 0.71 with 100 steps, benchmarks/results). An
+    incremental retrain starts from a trained head and stops early on the evaluation set.
+    """
+    from training import TrainConfig
+
+    full = TrainConfig(
+        epochs=settings.train_epochs,
+        min_steps=settings.train_min_steps,
+        learning_rate=settings.train_lr,
+        batch_size=settings.train_batch_size,
+        max_length=settings.max_length,
+        seed=settings.seed,
+    )
+    incremental = replace(
+        full,
+        epochs=settings.incremental_epochs,
+        min_steps=0,
+        learning_rate=settings.incremental_lr,
+        early_stopping_patience=1,
+    )
+    return full, incremental
+
+
 def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     """Train a version on the current labels, unless one exists for exactly this data and
     recipe; evaluate, calibrate and register it, then gate, promote and apply retention."""
-    from training import TrainConfig, clean_stale_tmp, fine_tune, save_checkpoint
+    from training import clean_stale_tmp, fine_tune, save_checkpoint
 
     settings, store = ctx.settings, ctx.store
     examples = store.training_examples()
@@ -283,13 +315,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         return {"skipped": f"{len(train)} labels, need {settings.min_train_labels}"}
     production = store.production()
     mode, why = choose_mode(ctx, production)
-    full_config = TrainConfig(
-        epochs=settings.train_epochs,
-        learning_rate=settings.train_lr,
-        batch_size=settings.train_batch_size,
-        max_length=settings.max_length,
-        seed=settings.seed,
-    )
+    full_config, incremental_config = train_configs(settings)
     if mode == "incremental" and production is not None:
         seen = set(store.lineage(production.number))
         fresh = [
@@ -301,12 +327,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         old = [e for e in train if e.annotation_id not in fresh_ids]
         batch = fresh + replay_sample(old, len(fresh), settings.replay_ratio, settings.seed)
         base, parent_sha = production.checkpoint_path, production.weights_sha256
-        config = replace(
-            full_config,
-            epochs=settings.incremental_epochs,
-            learning_rate=settings.incremental_lr,
-            early_stopping_patience=1,
-        )
+        config = incremental_config
         ctx.verify(production)
     else:
         batch, base, parent_sha, config = train, settings.base_model, "", full_config

@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
     max_length: int = Field(64, ge=8, le=512)
     train_epochs: int = Field(3, ge=1, le=50)
+    train_min_steps: int = Field(
+        100, ge=0, le=100_000, description="More epochs when fewer steps (small label sets)."
+    )
     train_lr: float = Field(1e-4, gt=0, lt=1)
     train_batch_size: int = Field(16, ge=1, le=1024)
     score_batch_size: int | None = Field(

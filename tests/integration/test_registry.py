@@ -40,6 +40,7 @@ def ctx(tmp_path: Path, airline: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
     monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SENTILOOP_EVAL_FILE", str(dev))
     monkeypatch.setenv("SENTILOOP_TRAIN_EPOCHS", "3")
+    monkeypatch.setenv("SENTILOOP_TRAIN_MIN_STEPS", "0")  # the recipe these tests were sized for
     context = Context.from_settings(load_settings())
     context.store.init()
     yield context

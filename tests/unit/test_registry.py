@@ -11,7 +11,7 @@ import pytest
 
 from orchestrator import registry
 from orchestrator.context import Context
-from orchestrator.settings import load_settings
+from orchestrator.settings import ConfigError, load_settings
 from store import ModelVersion, Store, TrainingExample
 from tests.conftest import race_promotions
 from training import apply_temperature, expected_calibration_error, fit_temperature
@@ -120,6 +120,21 @@ def test_mode_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         "incremental v4 failed the gate",
     )
     ctx.store.dispose()
+
+
+def test_train_configs_take_the_settings_and_give_min_steps_to_full_retrains_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SENTILOOP_TRAIN_MIN_STEPS", "250")
+    monkeypatch.setenv("SENTILOOP_INCREMENTAL_EPOCHS", "2")
+    full, incremental = registry.train_configs(load_settings())
+    assert (full.epochs, full.min_steps, full.learning_rate) == (3, 250, 1e-4)
+    assert full.epochs_for(160) == 25  # 10 steps an epoch
+    assert (incremental.epochs, incremental.min_steps, incremental.learning_rate) == (2, 0, 5e-5)
+    assert incremental.early_stopping_patience == 1
+    monkeypatch.setenv("SENTILOOP_TRAIN_MIN_STEPS", "-1")
+    with pytest.raises(ConfigError, match="SENTILOOP_TRAIN_MIN_STEPS"):
+        load_settings()
 
 
 def test_replay_sample_is_stratified_and_sized() -> None:
