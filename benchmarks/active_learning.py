@@ -123,6 +123,26 @@ def _metrics(probs: Any, truth: Sequence[str]) -> dict[str, float]:
     return out
 
 
+_BASE_EMBEDDINGS: dict[str, Any] = {}
+
+
+def base_embeddings(args: argparse.Namespace, data: Data) -> Any:
+    """The base model's sentence embeddings of every pool chat, once per process: the
+    loop's near-duplicate check compares these, not the fine-tuned model's."""
+    from training import Scorer
+
+    if args.base_model not in _BASE_EMBEDDINGS:
+        scorer = Scorer(
+            args.base_model,
+            device=args.device,
+            max_length=args.max_length,
+            precision=args.precision,
+            encoder_only=True,
+        )
+        _BASE_EMBEDDINGS[args.base_model] = scorer.predict_with_embeddings(data.pool_texts)[1]
+    return _BASE_EMBEDDINGS[args.base_model]
+
+
 def run_one(
     args: argparse.Namespace, data: Data, strategy: str, seed: int, stop_set: Any
 ) -> list[dict[str, Any]]:
@@ -133,6 +153,7 @@ def run_one(
     from training import cohen_kappa, duplicate_key, select
 
     name, balance = _spec(strategy, args.class_balance)
+    pool_emb = base_embeddings(args, data)
 
     n = len(data.pool_texts)
     rng = np.random.default_rng([seed, 7])
@@ -164,6 +185,7 @@ def run_one(
                 args.step,
                 embeddings=emb,
                 duplicate_keys=[duplicate_key(t) for t in cand_texts],
+                duplicate_embeddings=pool_emb[free],
                 class_balance=balance != "off",
                 labelled_counts=labelled_counts if balance == "labels" else None,
                 prefilter=args.prefilter,

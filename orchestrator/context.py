@@ -47,12 +47,13 @@ class Context:
         verify_checkpoint(Path(version.checkpoint_path), version.weights_sha256)
 
     def base_scorer(self) -> Scorer:
-        """The base model, for embeddings before any version exists (cold start)."""
+        """The base model's encoder, for sentence embeddings: the cold start's coverage
+        and near-duplicate checks (it was trained for similarity, a fine-tuned model's
+        embeddings are not). Kept beside the current version's scorer."""
         from training import Scorer
 
         key = f"base:{self.settings.base_model}"
         if key not in self._scorers:
-            self._scorers.clear()
             self._scorers[key] = Scorer(
                 self.settings.base_model,
                 device=self.settings.device,
@@ -71,7 +72,8 @@ class Context:
         key = f"{version.checkpoint_path}@{version.weights_sha256}"
         if key not in self._scorers:
             self.verify(version)
-            self._scorers.clear()
+            for old in [k for k in self._scorers if not k.startswith("base:")]:
+                del self._scorers[old]
             self._scorers[key] = Scorer(
                 version.checkpoint_path,
                 device=self.settings.device,

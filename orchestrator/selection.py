@@ -1,8 +1,10 @@
 """Choosing the next batch for annotators, and saying when more labels stop helping.
 
 Wires the store (candidates, texts, stored probabilities) to training's strategies: the
-candidates worth a closer look are embedded with the model that scored them, so the
-diverse strategy and the near-duplicate check compare chats by meaning, not by id."""
+candidates worth a closer look are embedded with the model that scored them (for the
+diverse and badge strategies) and with the base model (for the near-duplicate check: it
+was trained for sentence similarity, a fine-tuned classifier maps whole classes to near
+one point), so chats are compared by meaning, not by id."""
 
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
     }
     if production is None:
         return _cold_start(ctx, project, room, options, cycle_id)
-    from training import duplicate_key, select, utility
+    from training import NEEDS_EMBEDDINGS, duplicate_key, select, utility
 
     cands = store.candidates(production.number, project)
     strategy = settings.strategy
@@ -60,13 +62,18 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
     chats = store.chats_by_id(ids)
     texts = [chats[c].text for c in ids]
     probs = cands.probs[shortlist]
-    embeddings = ctx.scorer(production).predict_with_embeddings(texts)[1] if texts else None
+    embeddings = duplicates = None
+    if texts:
+        if strategy in NEEDS_EMBEDDINGS:
+            embeddings = ctx.scorer(production).predict_with_embeddings(texts)[1]
+        duplicates = ctx.base_scorer().predict_with_embeddings(texts)[1]
     order = select(
         strategy,
         probs,
         room,
         embeddings=embeddings,
         duplicate_keys=[duplicate_key(t) for t in texts],
+        duplicate_embeddings=duplicates,
         class_balance=balance,
         labelled_counts=counts,
         prefilter=settings.diverse_prefilter,

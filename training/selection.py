@@ -90,6 +90,7 @@ def select(
     *,
     embeddings: npt.ArrayLike | None = None,
     duplicate_keys: Sequence[str] | None = None,
+    duplicate_embeddings: npt.ArrayLike | None = None,
     class_balance: bool = False,
     labelled_counts: Sequence[int] | None = None,
     prefilter: int = 5,
@@ -102,8 +103,11 @@ def select(
     x k smallest-margin rows clustered by k-means over ``embeddings``, one chat per
     cluster, so a batch is not k variants of one complaint), or badge (k-means++ seeding
     over gradient embeddings, Ash et al. 2020: uncertain and mutually distant chats).
-    Within a batch no two chats share a ``duplicate_keys`` entry or have embeddings closer
-    than ``duplicate_cosine``. ``class_balance`` reserves half the batch for the C
+    Within a batch no two chats share a ``duplicate_keys`` entry or have
+    ``duplicate_embeddings`` closer than ``duplicate_cosine``: unit sentence embeddings
+    from a model trained for similarity (the base model), not the fine-tuned model's
+    ``embeddings``, which put a third of same-class chat pairs above cosine 0.95 and so
+    would throw away most of the majority class. ``class_balance`` reserves half the batch for the C
     predicted classes, so a class the model rarely predicts still reaches the annotators:
     evenly, or, given the ``labelled_counts`` per class so far, in proportion to how far
     each class is below an even share of the labels. Ties go to the lower row index; the
@@ -115,6 +119,9 @@ def select(
     emb = None if embeddings is None else np.asarray(embeddings, dtype=np.float32)
     if emb is not None and emb.shape[0] != n:
         raise TrainingError(f"{emb.shape[0]} embeddings for {n} probability rows")
+    dup = None if duplicate_embeddings is None else np.asarray(duplicate_embeddings, np.float32)
+    if dup is not None and dup.shape[0] != n:
+        raise TrainingError(f"{dup.shape[0]} duplicate embeddings for {n} probability rows")
     if duplicate_keys is not None and len(duplicate_keys) != n:
         raise TrainingError(f"{len(duplicate_keys)} duplicate keys for {n} probability rows")
     if labelled_counts is not None and len(labelled_counts) != arr.shape[1]:
@@ -140,11 +147,11 @@ def select(
         # rank a margin beyond k first (top-k of a million rows is cheap, a full sort not);
         # reserved places need each class's best, which may all lie beyond that margin
         ranked = top_k(util, n if any(quotas) else min(n, 4 * k + 64))
-        picked = _fill(ranked, k, arr, emb, duplicate_keys, quotas, duplicate_cosine)
+        picked = _fill(ranked, k, arr, dup, duplicate_keys, quotas, duplicate_cosine)
         if len(picked) == min(k, n) or len(ranked) == n:
             return picked
         ranked = top_k(util, n)
-    return _fill(ranked, k, arr, emb, duplicate_keys, quotas, duplicate_cosine)
+    return _fill(ranked, k, arr, dup, duplicate_keys, quotas, duplicate_cosine)
 
 
 def _quotas(

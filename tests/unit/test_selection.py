@@ -44,7 +44,9 @@ def test_near_duplicates_are_never_picked_together() -> None:
         [[0.34, 0.33, 0.33], [0.35, 0.33, 0.32], [0.5, 0.3, 0.2]] + [[0.9, 0.05, 0.05]] * 3
     )
     for strategy in ("least_confidence", "margin", "entropy", "diverse", "badge"):
-        picked = select(strategy, probs, 3, embeddings=emb, prefilter=2).tolist()
+        picked = select(
+            strategy, probs, 3, embeddings=emb, duplicate_embeddings=emb, prefilter=2
+        ).tolist()
         assert len(picked) == 3 and not {0, 1} <= set(picked), strategy
     keys = [
         duplicate_key(t)
@@ -53,6 +55,19 @@ def test_near_duplicates_are_never_picked_together() -> None:
     assert keys[0] == keys[1]
     picked = select("entropy", probs, 3, duplicate_keys=keys).tolist()
     assert picked[:1] == [0] and 1 not in picked and len(picked) == 3
+
+
+def test_a_fine_tuned_models_collapsed_embeddings_do_not_count_as_duplicates() -> None:
+    # a classifier maps most chats of a class to nearly one point: diversity may use
+    # that space, but treating it as duplication would thin out the majority class
+    rng = np.random.default_rng(2)
+    collapsed = _unit(rng.normal(size=16) + rng.normal(0, 0.02, size=(40, 16)))
+    assert (collapsed @ collapsed.T).min() > 0.99
+    probs = rng.dirichlet([5, 1, 1], size=40)
+    for strategy in ("random", "entropy", "diverse", "badge"):
+        picked = select(strategy, probs, 10, embeddings=collapsed, prefilter=4).tolist()
+        assert len(set(picked)) == 10, strategy
+    assert len(select("random", probs, 10, duplicate_embeddings=collapsed)) == 1
 
 
 def test_duplicate_key_ignores_case_mentions_links_digits_and_punctuation() -> None:
