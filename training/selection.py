@@ -106,8 +106,8 @@ def select(
     Within a batch no two chats share a ``duplicate_keys`` entry or have
     ``duplicate_embeddings`` closer than ``duplicate_cosine``: unit sentence embeddings
     from a model trained for similarity (the base model), not the fine-tuned model's
-    ``embeddings``, which put a third of same-class chat pairs above cosine 0.95 and so
-    would throw away most of the majority class. ``class_balance`` reserves half the batch for the C
+    ``embeddings``, which put up to a third of same-class chat pairs above cosine 0.95 and
+    would thin out the majority class. ``class_balance`` reserves half the batch for the C
     predicted classes, so a class the model rarely predicts still reaches the annotators:
     evenly, or, given the ``labelled_counts`` per class so far, in proportion to how far
     each class is below an even share of the labels. Ties go to the lower row index; the
