@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
-	bench-active-learning
+	bench-active-learning bench-ingest
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,9 @@ bench-retraining: setup
 
 bench-scoring: setup
 	$(PY) -m benchmarks.scoring $(BENCH_ARGS)
+
+bench-ingest: setup
+	$(PY) -m benchmarks.ingest $(BENCH_ARGS)
 
 bench-active-learning: setup
 	$(PY) -m benchmarks.active_learning $(BENCH_ARGS)

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -179,9 +179,19 @@ def _annotator(annotation: dict[str, Any]) -> str | None:
 class LabelStudioClient:
     """Client for one Label Studio server; use as a context manager or call ``close()``."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30, max_retries: int = 2) -> None:
-        """``max_retries`` covers connection errors and 5xx/429 with backoff (SDK default)."""
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        timeout: float = 30,
+        max_retries: int = 2,
+        where: str = "SENTILOOP_LABEL_STUDIO_URL",
+    ) -> None:
+        """``max_retries`` covers connection errors and 5xx/429 with backoff (SDK default);
+        ``where`` tells a user whose server cannot be reached where its URL came from."""
         self.url = url.rstrip("/")
+        self._where = where
         self._http = httpx.Client(timeout=timeout)
         self._ls = LabelStudio(  # type: ignore[no-untyped-call]
             base_url=self.url,
@@ -219,7 +229,7 @@ class LabelStudioClient:
                 reason = "connection refused"
             elif isinstance(exc, httpx.TimeoutException):
                 reason = f"timed out ({type(exc).__name__})"
-            raise LabelStudioUnavailable(self.url, reason) from exc
+            raise LabelStudioUnavailable(self.url, reason, self._where) from exc
         except ApiError as exc:
             status = exc.status_code or 0
             if status in (401, 403):
@@ -236,11 +246,9 @@ class LabelStudioClient:
 
     def ensure_project(self, title: str, description: str = "") -> int:
         """Return the id of the project with exactly ``title``, creating it if missing."""
-        with self._errors("list projects"):
-            projects: Iterator[Any] = iter(self._ls.projects.list(title=title, page_size=100))
-            for project in projects:
-                if project.title == title and project.id is not None:
-                    return int(project.id)
+        found = self.find_project(title)
+        if found is not None:
+            return found
         with self._errors("create project"):
             created = self._ls.projects.create(
                 title=title, description=description, label_config=LABEL_CONFIG
@@ -249,6 +257,28 @@ class LabelStudioClient:
             raise LabelingError(f"Label Studio at {self.url} created a project without an id")
         logger.info("Created Label Studio project %r (id %d)", title, created.id)
         return int(created.id)
+
+    def find_project(self, title: str) -> int | None:
+        """The id of the project with exactly ``title``, or None (never creates one)."""
+        with self._errors("list projects"):
+            projects: Iterator[Any] = iter(self._ls.projects.list(title=title, page_size=100))
+            for project in projects:
+                if project.title == title and project.id is not None:
+                    return int(project.id)
+        return None
+
+    def export_project(self, project_id: int, out: BinaryIO, *, timeout: float = 600) -> None:
+        """Write Label Studio's JSON export of every task of the project, with its
+        annotations and predictions, to ``out`` (streamed: a large project is not held in
+        memory). The caller chooses the file and its permissions."""
+        with self._errors("export the project"):
+            for chunk in self._ls.projects.exports.download_sync(
+                project_id,
+                export_type="JSON",
+                download_all_tasks=True,
+                request_options={"timeout_in_seconds": int(timeout), "chunk_size": 1 << 20},
+            ):
+                out.write(chunk)
 
     def import_tasks(self, project_id: int, tasks: Sequence[TaskIn]) -> list[int]:
         """Create one task per chat (with the prediction as pre-annotation).
@@ -382,6 +412,33 @@ class LabelStudioClient:
         if annotation.id is None:
             raise LabelingError(f"Label Studio at {self.url} created an annotation without id")
         return int(annotation.id)
+
+    def skip(self, task_id: int) -> int:
+        """Skip a task as an annotator who cannot tell would (a cancelled annotation)."""
+        with self._errors("skip a task"):
+            annotation = self._ls.annotations.create(id=task_id, result=[], was_cancelled=True)
+        if annotation.id is None:
+            raise LabelingError(f"Label Studio at {self.url} created an annotation without id")
+        return int(annotation.id)
+
+    def delete_task(self, task_id: int) -> None:
+        """Delete a task and its annotations; one already gone is fine (idempotent)."""
+        with self._errors("delete a task"):
+            try:
+                self._ls.tasks.delete(id=str(task_id))
+            except ApiError as exc:
+                if exc.status_code != 404:
+                    raise
+
+    def project_identity(self, project_id: int) -> str:
+        """Who this project is, across URL changes: its id and creation time. A Label Studio
+        that was reset or replaced has a project of that title created at another moment, and
+        its task and annotation ids mean other things."""
+        with self._errors("get project"):
+            project = self._ls.projects.get(id=project_id)
+        created = project.created_at
+        stamp = _as_utc(created).isoformat() if created is not None else "unknown"
+        return f"project {project_id} created {stamp}"
 
     def update_annotation(self, annotation_id: int, label: str) -> None:
         """Change an annotation's label (as an annotator correcting themselves would)."""

@@ -21,12 +21,10 @@ class LabelingError(Exception):
 class LabelStudioUnavailable(LabelingError):
     """Label Studio could not be reached (connection refused, timeout, DNS)."""
 
-    def __init__(self, url: str, reason: str) -> None:
+    def __init__(self, url: str, reason: str, where: str = "SENTILOOP_LABEL_STUDIO_URL") -> None:
         self.url = url
         self.reason = reason
-        super().__init__(
-            f"Label Studio unreachable at {url} (SENTILOOP_LABEL_STUDIO_URL): {reason}"
-        )
+        super().__init__(f"Label Studio unreachable at {url} ({where}): {reason}")
 
 
 class LabelStudioAuthError(LabelingError):

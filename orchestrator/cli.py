@@ -6,13 +6,23 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 
 from orchestrator.settings import ConfigError, Settings, load_settings
@@ -47,7 +57,7 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -57,12 +67,12 @@ def _run(fn: Callable[[], T]) -> T:
     try:
         return fn()
     except ConfigError as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except Exception as exc:
         if type(exc).__module__.split(".")[0] not in _OUR_PACKAGES:
             raise
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
 
 
@@ -98,36 +108,60 @@ def init() -> None:
 @app.command()
 def ingest(path: Path) -> None:
     """Ingest a CSV or JSONL file of chats (columns chat_id and text; others kept as metadata)."""
-    from orchestrator.context import Context
-    from orchestrator.steps import ingest_file
+    from store import ingest_file
 
     settings = _settings()
-    ctx = Context.from_settings(settings)
-    _run(ctx.store.init)
-    report = _run(lambda: ingest_file(ctx, path))
+    store = _store(settings)
+    _run(store.init)
+    with console.status(f"ingesting {escape(path.name)}") as spinner:
+        report = _run(
+            lambda: ingest_file(
+                store, path, lambda rows: spinner.update(f"{escape(path.name)}: {rows:,} rows")
+            )
+        )
     for row, reason in report.rejected[:50]:
-        err.print(f"  row {row}: {reason}")
-    if len(report.rejected) > 50:
-        err.print(f"  ... and {len(report.rejected) - 50} more")
+        err.print(f"  row {row}: {reason}", markup=False, highlight=False)
+    if report.n_rejected > 50:
+        err.print(f"  ... and {report.n_rejected - 50} more")
     extras = [f"{report.repeated} repeated ids (last row kept)"] if report.repeated else []
     if report.long_texts:
         extras.append(f"{report.long_texts} over-long (kept, truncated for the model)")
+    if report.cleaned:
+        extras.append(f"{report.cleaned} with control characters removed")
     console.print(
         f"{path.name}: {report.inserted} new, {report.updated} updated, "
-        f"{report.unchanged} unchanged, {len(report.rejected)} rejected"
-        + "".join(f", {e}" for e in extras)
+        f"{report.unchanged} unchanged, {report.n_rejected} rejected"
+        + "".join(f", {e}" for e in extras),
+        markup=False,
     )
-    if report.inserted + report.updated + report.unchanged == 0:
+    if report.stored == 0:
         err.print("[red]error:[/] no valid row in the file")
         raise typer.Exit(1)
 
 
 @app.command()
-def status() -> None:
-    """Pool size, scored, pushed, labelled, versions and the last cycle."""
+def status(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Only say whether the loop is degraded; exit 1 if it is (for cron)."
+        ),
+    ] = False,
+) -> None:
+    """Pool size, scored, pushed, labelled, versions, the last steps and any problem."""
+    from orchestrator.context import Context
+    from orchestrator.health import problems
+
     settings = _settings()
     store = _store(settings)
     counts = _run(store.counts)
+    found = _run(lambda: problems(Context(settings=settings, store=store)))
+    if check:
+        for line in found:
+            err.print(f"degraded: {line}", markup=False, highlight=False)
+        if not found:
+            console.print("ok: the loop is healthy")
+        raise typer.Exit(1 if found else 0)
     production = store.production()
     table = Table(title="sentiloop", show_header=False)
     table.add_row("store", store.safe_url)
@@ -160,6 +194,17 @@ def status() -> None:
         from orchestrator.selection import stopping_text
 
         table.add_row("stopping", stopping_text(last.stopping, settings.stop_when_stable))
+    paused = store.auto_promotion_paused()
+    if paused:
+        table.add_row(
+            "auto promotion",
+            escape(
+                f"paused by {paused.get('by')} ({paused.get('reason')}) at {paused.get('at')}: "
+                "`sentiloop models resume` lets the scheduler promote again"
+            ),
+        )
+    for line in found:
+        table.add_row("[red]problem[/]", escape(line))
     for run in reversed(store.runs(limit=5)):
         table.add_row(
             f"{run.step} ({run.trigger})",
@@ -178,16 +223,17 @@ def cycle(
     from orchestrator.steps import new_cycle_id
     from orchestrator.tasks import cycle_chain
 
+    settings = _settings()
     cycle_id = new_cycle_id()
     try:
         result = cycle_chain(cycle_id, "manual").apply_async()
     except Exception as exc:  # kombu raises many types for an unreachable broker
-        err.print(f"[red]error:[/] broker unreachable (SENTILOOP_BROKER_URL): {exc}")
+        err.print(f"[red]error:[/] broker unreachable (SENTILOOP_BROKER_URL): {escape(str(exc))}")
         raise typer.Exit(2) from None
     console.print(f"cycle {cycle_id} queued")
     if wait:
         results = _chain_results(result)
-        ok = _follow(results, timeout)
+        ok = _follow(results, timeout, _store(settings), cycle_id)
         raise typer.Exit(0 if ok else 1)
 
 
@@ -205,12 +251,16 @@ def _chain_results(last: Any) -> list[Any]:
     return list(reversed(results))
 
 
-def _follow(results: list[Any], timeout: float) -> bool:
-    """Show each step's progress from the task state until the chain ends."""
+def _follow(results: list[Any], timeout: float, store: Any, cycle_id: str) -> bool:
+    """Show each step's progress from the task state until the chain ends; True when every
+    step finished ok. A step whose worker died (its run's lease holder is gone: the message
+    will never be answered on the embedded broker) ends the wait at once."""
     from orchestrator.steps import STEPS
     from orchestrator.tasks import progress_of
+    from store import holder_gone
 
     deadline = time.monotonic() + timeout
+    all_ok, next_check = True, 0.0
     with Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -228,20 +278,34 @@ def _follow(results: list[Any], timeout: float) -> bool:
                     bar.update(row, total=total, completed=done, info=stage)
                 elif state == "SUCCESS":
                     out = res.result or {}
-                    bar.update(row, total=1, completed=1, info=_summary(out))
+                    if out.get("status") == "failed":
+                        all_ok = False
+                        bar.update(row, info=f"[red]failed: {escape(str(out.get('error')))}")
+                    else:
+                        bar.update(row, total=1, completed=1, info=escape(_summary(out)))
                     break
                 elif state in ("FAILURE", "REVOKED"):
-                    bar.update(row, info=f"[red]{state}: {res.info}")
+                    bar.update(row, info=f"[red]{state}: {escape(str(res.info))}")
                     return False
                 elif state == "RETRY":
-                    bar.update(row, info=f"[yellow]retrying: {res.info}")
+                    bar.update(row, info=f"[yellow]retrying: {escape(str(res.info))}")
                 elif state == "STARTED":
                     bar.update(row, info="running")
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + 1.0
+                    dead = store.dead_runs(cycle_id)
+                    if dead:
+                        bar.update(
+                            row,
+                            info=f"[red]{dead[0].step}: {holder_gone(dead[0])}; "
+                            "the next cycle redoes its work",
+                        )
+                        return False
                 if time.monotonic() > deadline:
                     bar.update(row, info="[red]timed out waiting (is a worker running?)")
                     return False
                 time.sleep(0.2)
-    return True
+    return all_ok
 
 
 def _summary(out: dict[str, Any]) -> str:
@@ -308,6 +372,26 @@ def labelstudio_down() -> None:
     """Stop the local Label Studio server."""
     stopped = _run(_server(_settings()).stop)
     console.print("stopped" if stopped else "was not running")
+
+
+@ls_app.command("resync")
+def labelstudio_resync() -> None:
+    """After a Label Studio reset or a move to a new server: re-create the tasks not answered
+    yet in the Label Studio now configured (answered tasks and every label are kept)."""
+    from orchestrator import steps
+    from orchestrator.context import Context
+
+    ctx = Context.from_settings(_settings())
+    with console.status("re-creating the open tasks"):
+        result = _run(lambda: steps.run_step(ctx, "push", steps.resync, trigger="resync"))
+    if result.get("status") != "ok":
+        err.print(f"not done: {result.get('reason')}", markup=False)
+        raise typer.Exit(1)
+    console.print(
+        f"{result['recreated']} open tasks re-created in {result['to']} "
+        f"(were in {result['from'] or 'an unrecorded project'}); {result['pushed']} imported",
+        markup=False,
+    )
 
 
 def _server(settings: Settings) -> Any:
@@ -394,13 +478,32 @@ def models_promote(
 def models_rollback(
     reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "",
 ) -> None:
-    """Make the previous production version production again."""
+    """Make the previous production version production again (each rollback goes one
+    further back); pauses automatic promotion until `models resume`."""
     from orchestrator.context import Context
     from orchestrator.registry import rollback
 
     ctx = Context.from_settings(_settings())
     record = _run(lambda: rollback(ctx, reason=reason))
-    console.print(f"rolled back: v{record.version} is production (was v{record.previous})")
+    console.print(
+        f"rolled back: v{record.version} is production (was v{record.previous}); automatic "
+        "promotion is paused until `sentiloop models resume`"
+    )
+
+
+@models_app.command("resume")
+def models_resume() -> None:
+    """Let the scheduler promote again after a manual rollback paused it."""
+    store = _store(_settings())
+    paused = _run(store.auto_promotion_paused)
+    if not _run(store.resume_auto_promotion):
+        console.print("automatic promotion was not paused")
+        return
+    console.print(
+        f"automatic promotion resumed (paused by {paused.get('by') if paused else '?'}: "
+        f"{paused.get('reason') if paused else '?'})",
+        markup=False,
+    )
 
 
 @models_app.command("show")
@@ -464,7 +567,7 @@ def models_show(number: int) -> None:
     table.add_row("gate at registration", str(version.gate.get("reason", "-")))
     production = ctx.store.production()
     if production is not None and production.number != number:
-        now = _run(lambda: gate(ctx, version, production))
+        now = _run(lambda: gate(ctx, version, production, persist=False))
         table.add_row(
             f"gate vs production v{production.number}",
             ("PASS " if now["passed"] else "FAIL ") + now["reason"],
@@ -537,6 +640,61 @@ def models_diff(a: int, b: int) -> None:
 
 def _f1(metrics: dict[str, Any], label: str) -> Any:
     return (metrics.get("per_class") or {}).get(label, {}).get("f1")
+
+
+@app.command()
+def backup(
+    directory: Path,
+    wait: Annotated[
+        float, typer.Option(help="Seconds to wait for a running push, pull or retrain step.")
+    ] = 600,
+) -> None:
+    """Back up the store, its checkpoints and Label Studio into a new or empty DIRECTORY."""
+    from orchestrator.backup import run_backup
+
+    settings = _settings()
+    with _byte_progress() as progress:
+        summary = _run(lambda: run_backup(settings, directory, progress=progress, wait_s=wait))
+    console.print(summary.describe(), markup=False, highlight=False)
+
+
+@app.command()
+def restore(
+    directory: Path,
+    force: Annotated[
+        bool, typer.Option(help="Replace a store that holds data (it is saved beside it first).")
+    ] = False,
+) -> None:
+    """Restore a backup into the configured home and database (stop workers and Label
+    Studio first); the migrations run afterwards."""
+    from orchestrator.restore import run_restore
+
+    settings = _settings()
+    with _byte_progress() as progress:
+        summary = _run(lambda: run_restore(settings, directory, force=force, progress=progress))
+    console.print(summary.describe(), markup=False, highlight=False)
+    console.print("next: sentiloop labelstudio up, then start the workers")
+
+
+@contextmanager
+def _byte_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """A progress bar per stage of a long copy, fed with (stage, bytes done, bytes total)."""
+    with Progress(
+        TextColumn("{task.description:<13}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        rows: dict[str, TaskID] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in rows:
+                rows[stage] = bar.add_task(stage, total=total or None)
+            bar.update(rows[stage], total=total or None, completed=done)
+
+        yield report
 
 
 @app.command()

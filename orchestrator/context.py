@@ -34,7 +34,14 @@ class Context:
         from labeling import LabelStudioClient
 
         if self._client is None:
-            self._client = LabelStudioClient(self.settings.ls_url, self.settings.ls_token)
+            where = (
+                "SENTILOOP_LABEL_STUDIO_URL"
+                if not self.settings.local_label_studio
+                else "the local server, not running? start it with `sentiloop labelstudio up`"
+            )
+            self._client = LabelStudioClient(
+                self.settings.ls_url, self.settings.ls_token, where=where
+            )
         client: LabelStudioClient = self._client
         return client
 

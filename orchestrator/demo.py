@@ -15,7 +15,7 @@ from rich.table import Table
 
 from orchestrator.errors import StepError
 from orchestrator.processes import start_worker, stop_worker
-from orchestrator.settings import load_settings
+from orchestrator.settings import Settings, load_settings
 
 #: Settings that would move the demo off the embedded defaults; the demo clears them.
 _EXTERNAL = (
@@ -145,21 +145,28 @@ def run_demo(
 
         signal = stopping_signal(Context.from_settings(settings))
         console.print(f"stopping criterion: {stopping_text(signal, settings.stop_when_stable)}")
-        production = store.production()
-        console.print(
-            "\n[bold]Where to look[/]\n"
-            f"  Label Studio: {url}  (project {settings.project_title!r})\n"
-            f"    user {settings.label_studio_username}  password {settings.ls_password}\n"
-            f"  store: {store.safe_url}\n"
-            f"  checkpoints: {settings.models_dir}"
-            + (f"  (production v{production.number})" if production else "")
-            + f"\n  inspect: SENTILOOP_HOME={home} bin/sentiloop status   (also: models list, "
-            "models show N)\n"
-            f"  stop Label Studio: SENTILOOP_HOME={home} bin/sentiloop labelstudio down",
-            soft_wrap=True,
-        )
+        console.print(where_to_look(settings, url, store), soft_wrap=True)
     finally:
         stop_worker(worker)
+
+
+def where_to_look(settings: Settings, url: str, store: Any) -> str:
+    """The demo's closing directions: where each part lives, and where the Label Studio
+    password is kept (printing it would put a secret in terminal logs)."""
+    production = store.production()
+    home = settings.home_dir
+    return (
+        "\n[bold]Where to look[/]\n"
+        f"  Label Studio: {url}  (project {escape(settings.project_title)!r})\n"
+        f"    user {settings.label_studio_username}  password in "
+        f"{settings.label_studio_dir / 'credentials.json'} (readable by you only)\n"
+        f"  store: {store.safe_url}\n"
+        f"  checkpoints: {settings.models_dir}"
+        + (f"  (production v{production.number})" if production else "")
+        + f"\n  inspect: SENTILOOP_HOME={home} bin/sentiloop status   (also: models list, "
+        "models show N)\n"
+        f"  stop Label Studio: SENTILOOP_HOME={home} bin/sentiloop labelstudio down"
+    )
 
 
 def _reset_home(home: Path) -> None:

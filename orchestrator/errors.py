@@ -1,5 +1,17 @@
 """Errors of the orchestrator (configuration errors live with the settings)."""
 
 
-class StepError(Exception):
+class OrchestratorError(Exception):
+    """Base class of the orchestrator's own errors; the CLI prints them as one line."""
+
+
+class StepError(OrchestratorError):
     """A step cannot do its work for a reason the operator must fix (the message says which)."""
+
+
+class BackupError(OrchestratorError):
+    """A backup cannot be written or restored as asked (the message says why and what to do)."""
+
+
+class LabelStudioMismatch(StepError):
+    """The configured Label Studio is not the one the store's tasks were made in."""

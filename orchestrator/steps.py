@@ -4,22 +4,34 @@ so a lost, repeated or concurrent Celery message changes nothing."""
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from labeling import LabelStudioClient, TaskIn
 from labeling import PredictionIn as TaskPrediction
-from labeling import TaskIn
-from orchestrator import registry
+from orchestrator import inbox, registry
 from orchestrator.context import Context
-from store import AnnotationIn, LeaseBusy, ModelVersion, PredictionIn, parse_file
+from orchestrator.errors import LabelStudioMismatch, StepError
+from store import (
+    AnnotationIn,
+    DatabaseUnavailable,
+    IngestError,
+    IngestReport,
+    LabelTask,
+    LeaseBusy,
+    LeaseLost,
+    ModelVersion,
+    PredictionIn,
+    fenced,
+    utcnow,
+)
+from store import ingest_file as store_ingest_file
 
 logger = logging.getLogger(__name__)
 
@@ -50,94 +62,85 @@ def run_step(
     progress: Progress = _no_progress,
 ) -> dict[str, Any]:
     """Run one step under its lease and record it. A step this cycle already finished is
-    skipped, and so is one that another worker is running right now."""
+    skipped, and so is one that another worker is running right now.
+
+    The lease is taken before "already done?" is asked and the run is recorded as finished
+    before it is released, so a repeated message can never slip in between; every write the
+    step makes, its own record included, is fenced by the lease (a run whose lease was taken
+    over writes nothing more and is recorded as ``lost``)."""
     cycle_id = cycle_id or new_cycle_id()
     store = ctx.store
-    if store.step_done(cycle_id, step):
-        return {"status": "skipped", "reason": "already done in this cycle"}
-    run_id = store.start_run(cycle_id, step, trigger)
+    store.reap_dead_runs()
     started = time.monotonic()
     try:
-        with store.lease(step):
-            counts = fn(ctx, progress)
+        with store.lease(step) as lease:
+            if store.step_done(cycle_id, step):
+                return {"status": "skipped", "reason": "already done in this cycle"}
+            run_id = store.start_run(cycle_id, step, trigger, owner=lease.owner)
+            try:
+                with fenced(lease):
+                    counts = fn(ctx, progress)
+                    counts["seconds"] = round(time.monotonic() - started, 2)
+                    status = "skipped" if "skipped" in counts else "ok"
+                    store.finish_run(run_id, status, counts)
+            except LeaseLost as exc:
+                store.finish_run(run_id, "lost", {}, error=str(exc))
+                raise
+            except Exception as exc:
+                store.finish_run(run_id, "failed", {}, error=f"{type(exc).__name__}: {exc}")
+                raise
     except LeaseBusy as exc:
+        run_id = store.start_run(cycle_id, step, trigger)
         store.finish_run(run_id, "skipped", {"reason": str(exc)})
         return {"status": "skipped", "reason": str(exc)}
-    except Exception as exc:
-        store.finish_run(run_id, "failed", {}, error=f"{type(exc).__name__}: {exc}")
-        raise
-    counts["seconds"] = round(time.monotonic() - started, 2)
-    status = "skipped" if "skipped" in counts else "ok"
-    store.finish_run(run_id, "ok" if status == "ok" else "skipped", counts)
     return {"status": status, **counts}
 
 
 # -- ingest ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class IngestReport:
-    path: str
-    inserted: int
-    updated: int
-    unchanged: int
-    rejected: list[tuple[int, str]]
-    long_texts: int
-    repeated: int  # rows whose chat id appeared earlier in the same file (the last row wins)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "inserted": self.inserted,
-            "updated": self.updated,
-            "unchanged": self.unchanged,
-            "rejected": len(self.rejected),
-            "long_texts": self.long_texts,
-            "repeated": self.repeated,
-        }
-
-
 def ingest_file(ctx: Context, path: Path) -> IngestReport:
     """Store every good row of the file and report every bad one with its reason."""
-    parsed = parse_file(path)
-    counts = ctx.store.add_chats(parsed.chats)
-    for err in parsed.errors:
-        logger.warning("%s: row %d rejected: %s", path.name, err.row, err.reason)
-    return IngestReport(
-        str(path),
-        counts.inserted,
-        counts.updated,
-        counts.unchanged,
-        [(e.row, e.reason) for e in parsed.errors],
-        parsed.long_texts,
-        len(parsed.chats) - len({c.source_id for c in parsed.chats}),
-    )
+    return store_ingest_file(ctx.store, path)
 
 
 def ingest_inbox(ctx: Context, progress: Progress) -> dict[str, Any]:
-    """Ingest files dropped into ``home/inbox``; each is moved to ``done/`` or ``failed/``."""
-    inbox = ctx.settings.inbox_dir
-    files = sorted(p for p in inbox.glob("*") if p.suffix.lower() in (".csv", ".jsonl", ".ndjson"))
-    totals = {"files": 0, "inserted": 0, "updated": 0, "rejected": 0}
+    """Ingest the complete files in ``home/inbox`` (see :func:`inbox.ready_files`). A file
+    ingested is moved to ``done/``, one that cannot be read at all to ``failed/``, each with
+    a report beside it when rows were rejected; neither overwrites anything. A transient
+    error (the database busy or unreachable) leaves the file where it is for the next tick
+    and fails the step, so the failure shows in ``sentiloop status``."""
+    inbox_dir = ctx.settings.inbox_dir
+    files = inbox.ready_files(inbox_dir, ctx.settings.inbox_settle_seconds)
+    totals = {"files": 0, "failed": 0, "inserted": 0, "updated": 0, "rejected": 0}
+    left: list[str] = []
     for i, path in enumerate(files):
         try:
             report = ingest_file(ctx, path)
-        except Exception as exc:
+        except IngestError as exc:  # the file as a whole is unusable: no retry will help
             logger.error("ingest of %s failed: %s", path.name, exc)
-            _move(path, inbox / "failed")
+            inbox.file_away(path, inbox_dir / "failed", str(exc))
+            totals["failed"] += 1
             continue
-        _move(path, inbox / "done")
-        totals["files"] += 1
+        except DatabaseUnavailable:
+            raise  # the next files would fail too; Celery retries the step
+        except Exception as exc:  # unexpected: keep the file, say so, carry on with the rest
+            logger.exception("ingest of %s failed; the file stays in the inbox", path.name)
+            left.append(f"{path.name}: {type(exc).__name__}")
+            continue
+        if report.stored == 0:
+            inbox.file_away(path, inbox_dir / "failed", "no valid row", report)
+            totals["failed"] += 1
+        else:
+            inbox.file_away(path, inbox_dir / "done", None, report)
+            totals["files"] += 1
         totals["inserted"] += report.inserted
         totals["updated"] += report.updated
-        totals["rejected"] += len(report.rejected)
+        totals["rejected"] += report.n_rejected
         progress("ingest", i + 1, len(files))
+    if left:
+        raise StepError(f"{len(left)} inbox files left for the next tick: " + "; ".join(left))
     return totals
-
-
-def _move(path: Path, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(path), folder / path.name)
 
 
 # -- score ----------------------------------------------------------------------------------
@@ -238,28 +241,55 @@ def score_shard(ctx: Context, progress: Progress, index: int, count: int) -> dic
 # -- select and push ------------------------------------------------------------------------
 
 
+def label_studio(ctx: Context) -> tuple[LabelStudioClient, int, str]:
+    """The client, the project and its identity, checked against the Label Studio this
+    store's tasks live in: a Label Studio that was reset or replaced has other task and
+    annotation ids, and syncing with it would map them onto the wrong chats."""
+    settings, store = ctx.settings, ctx.store
+    client = ctx.labeling()
+    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+    identity = client.project_identity(project)
+    recorded = store.label_studio_identity()
+    if recorded is not None and recorded.get("identity") != identity:
+        raise LabelStudioMismatch(
+            f"Label Studio at {settings.ls_url} holds {settings.project_title!r} as {identity}, "
+            f"but this store's tasks were made in {recorded.get('identity')} at "
+            f"{recorded.get('url')}: nothing was synced. If Label Studio was reset or replaced, "
+            "`sentiloop labelstudio resync` re-creates the unanswered tasks there"
+        )
+    if recorded is None or recorded.get("url") != settings.ls_url:
+        adopted = store.adopt_label_studio(identity, settings.ls_url)
+        if adopted:
+            logger.info("%d tasks and annotations recorded as from %s", adopted, identity)
+    return client, project, identity
+
+
 def push(
     ctx: Context, progress: Progress, limit: int | None = None, cycle_id: str | None = None
 ) -> dict[str, Any]:
     """Pick the most informative chats and create their Label Studio tasks, never twice.
-    ``limit`` overrides the batch size (the demo's seed batch). With
-    SENTILOOP_STOP_WHEN_STABLE, nothing new is pushed once the stopping criterion fires."""
+    ``limit`` overrides the batch size (the demo's seed batch). Skipped tasks that are due
+    are asked again first. With SENTILOOP_STOP_WHEN_STABLE, nothing new is pushed once the
+    stopping criterion fires."""
     from orchestrator import selection
 
     settings, store = ctx.settings, ctx.store
-    client = ctx.labeling()
-    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
-    reconciled = _push_pending(ctx, project)
-    open_tasks = len(store.tasks(project, states=["pushed"]))
+    _, project, instance = label_studio(ctx)
+    requeued = _requeue_skipped(ctx, project)
+    reconciled = _push_pending(ctx, project, instance)
+    open_tasks = store.open_task_count(project)
     room = min(limit or settings.batch_size, settings.max_open_tasks - open_tasks)
+    counts: dict[str, Any] = {"project": project, "reconciled": reconciled, "requeued": requeued}
     if room <= 0:
-        return {"project": project, "reconciled": reconciled, "skipped": f"{open_tasks} open"}
+        return {
+            **counts,
+            "skipped": f"{open_tasks} tasks wait for annotators (SENTILOOP_MAX_OPEN_TASKS)",
+        }
     if settings.stop_when_stable:
         signal = selection.stopping_signal(ctx)
         if signal["fired"]:
             return {
-                "project": project,
-                "reconciled": reconciled,
+                **counts,
                 "skipped": "stopping criterion fired: predictions are stable "
                 f"(kappa >= {settings.stop_kappa} over {settings.stop_window} versions)",
             }
@@ -271,34 +301,86 @@ def push(
         model_version=batch.selection.model_version,
         selection_scores=batch.scores,
         selection=batch.selection,
+        instance=instance,
     )
-    pushed = _push_pending(ctx, project)
+    pushed = _push_pending(ctx, project, instance)
     return {
-        "project": project,
+        **counts,
         "strategy": batch.selection.strategy,
         "selected": len(batch.chat_ids),
         "pushed": pushed + reconciled,
     }
 
 
-def _push_pending(ctx: Context, project: int) -> int:
-    """Import every pending task; first adopt tasks that a crashed run already imported."""
+def _requeue_skipped(ctx: Context, project: int) -> int:
+    """Skipped tasks that are due are asked again as new tasks; the skipped one is deleted
+    from Label Studio first (its cancelled answer stays in the store's history), so no chat
+    ever has two tasks there. A crash in between leaves it deleted: the next pull releases
+    the chat, nothing is lost."""
+    seconds = ctx.settings.skip_requeue_seconds
+    if seconds <= 0:
+        return 0
+    client, store = ctx.labeling(), ctx.store
+    n = 0
+    for task in store.skipped_due(project, utcnow() - timedelta(seconds=seconds)):
+        if task.ls_task_id is not None:
+            client.delete_task(task.ls_task_id)
+        n += store.requeue(task)
+    return n
+
+
+def resync(ctx: Context, progress: Progress) -> dict[str, Any]:
+    """Move to the Label Studio now configured (after a reset, or a new server): the tasks
+    not answered yet are re-created there; answered ones and every label stay as they are."""
+    settings, store = ctx.settings, ctx.store
+    client = ctx.labeling()
+    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+    identity = client.project_identity(project)
+    recorded = store.label_studio_identity()
+    moved = store.resync(project, identity, settings.ls_url)
+    pushed = _push_pending(ctx, project, identity)
+    return {
+        "project": project,
+        "from": (recorded or {}).get("identity"),
+        "to": identity,
+        "recreated": moved,
+        "pushed": pushed,
+    }
+
+
+def _adopt_imported(ctx: Context, project: int, instance: str) -> list[LabelTask]:
+    """Pending tasks that a crashed run already imported are recorded as pushed (a task of
+    the chat that this store never recorded: known ones are history). Returns the pending
+    tasks still to import."""
     store = ctx.store
     pending = store.pending_tasks(project)
     if not pending:
-        return 0
-    client = ctx.labeling()
+        return []
     chats = store.chats_by_id([t.chat_id for t in pending])
-    existing = client.tasks_by_chat_id(project)
+    known = store.known_ls_task_ids(instance)
+    existing = {
+        source: [tid for tid in ids if tid not in known]
+        for source, ids in ctx.labeling().tasks_by_chat_id(project).items()
+    }
     adopted = {
         t.chat_id: existing[chats[t.chat_id].source_id][0]
         for t in pending
-        if chats[t.chat_id].source_id in existing
+        if existing.get(chats[t.chat_id].source_id)
     }
     if adopted:
         logger.info("adopting %d tasks imported by an interrupted run", len(adopted))
         store.mark_pushed(project, adopted)
-    todo = [t for t in pending if t.chat_id not in adopted]
+    return [t for t in pending if t.chat_id not in adopted]
+
+
+def _push_pending(ctx: Context, project: int, instance: str) -> int:
+    """Import every pending task that is not in Label Studio yet."""
+    store = ctx.store
+    todo = _adopt_imported(ctx, project, instance)
+    if not todo:
+        return 0
+    client = ctx.labeling()
+    chats = store.chats_by_id([t.chat_id for t in todo])
     preds: dict[int, Any] = {}
     for version in {t.model_version for t in todo if t.model_version is not None}:
         ids = [t.chat_id for t in todo if t.model_version == version]
@@ -333,24 +415,22 @@ def _meta_line(meta: dict[str, Any]) -> str:
 
 
 def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
-    """Bring new and changed annotations into the store, from where the last pull stopped."""
+    """Bring new and changed annotations into the store, from where the last pull stopped,
+    and notice tasks deleted in Label Studio (their chats may be asked again)."""
     store = ctx.store
-    client = ctx.labeling()
-    project = client.ensure_project(ctx.settings.project_title, "Chats chosen by sentiloop")
-    cursor_name = f"annotations:{ctx.settings.ls_url}:{project}"
+    client, project, instance = label_studio(ctx)
+    cursor_name = f"annotations:{instance}"
     cursor = store.get_cursor(cursor_name)
     # re-read a margin before the cursor: an annotation committed late is not missed, and
     # the upsert by annotation id makes the overlap free of double counting
     since = cursor - PULL_OVERLAP if cursor else None
     items = client.annotations_since(project, since)
-    by_task = store.task_chat_map(project)
-    by_source = store.chat_ids_by_source(
-        sorted({a.chat_id for a in items if a.task_id not in by_task})
-    )
+    _adopt_imported(ctx, project, instance)  # answers to a task a crashed push imported
+    by_task = store.task_chat_map(project, instance)
     rows, unknown = [], 0
     for a in items:
-        chat_id = by_task.get(a.task_id) or by_source.get(a.chat_id)
-        if chat_id is None:
+        chat_id = by_task.get(a.task_id)
+        if chat_id is None:  # not a task of ours (imported by hand, or by another tool)
             unknown += 1
             continue
         rows.append(
@@ -365,9 +445,11 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
                 updated_at=a.updated_at,
             )
         )
-    counts = store.upsert_annotations(project, rows)
+    counts = store.upsert_annotations(project, rows, instance)
     if items:
         store.set_cursor(cursor_name, max(a.updated_at for a in items))
+    present = {tid for ids in client.tasks_by_chat_id(project).values() for tid in ids}
+    changes = store.release_deleted(project, instance, present)
     return {
         "project": project,
         "fetched": len(items),
@@ -375,6 +457,7 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
         "updated": counts.updated,
         "unchanged": counts.unchanged,
         "unknown_task": unknown,
+        "deleted_tasks": changes.deleted + changes.deleted_annotated,
     }
 
 

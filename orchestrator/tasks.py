@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,32 @@ def progress_of(state: str, info: object) -> tuple[str, int, int] | None:
     return None
 
 
+MAX_RETRIES = 3
+
+
+def _in_cycle(
+    task: Task, cycle_id: str | None, run: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """Run a step; a service that is down is retried (5, 10, 20 s). Inside a cycle's chain a
+    step that still fails returns ``{"status": "failed"}`` instead of raising: a failing push
+    must not keep pull and retrain from running. The store has recorded the failure either way."""
+    try:
+        return run()
+    except RETRY_ON as exc:
+        if task.request.retries < MAX_RETRIES:
+            raise task.retry(exc=exc, countdown=5 * 2**task.request.retries) from exc
+        if cycle_id is None:
+            raise
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        if cycle_id is None:
+            raise
+        logger.error("step failed in cycle %s: %s: %s", cycle_id, type(exc).__name__, exc)
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
 def _step_task(name: str) -> Any:
-    @app.task(
-        bind=True,
-        name=f"sentiloop.{name}",
-        autoretry_for=RETRY_ON,
-        retry_backoff=5,
-        retry_backoff_max=60,
-        max_retries=3,
-    )
+    @app.task(bind=True, name=f"sentiloop.{name}", max_retries=MAX_RETRIES)
     def task(
         self: Task,
         cycle_id: str | None = None,
@@ -68,37 +86,38 @@ def _step_task(name: str) -> Any:
         options = dict(options or {})
         if name == "push":  # recorded with the selection round
             options.setdefault("cycle_id", cycle_id)
-        return steps.run_step(
-            context(),
-            name,
-            functools.partial(steps.STEP_FUNCTIONS[name], **options),
-            cycle_id=cycle_id,
-            trigger=trigger,
-            progress=_progress(self),
+        return _in_cycle(
+            self,
+            cycle_id,
+            lambda: steps.run_step(
+                context(),
+                name,
+                functools.partial(steps.STEP_FUNCTIONS[name], **options),
+                cycle_id=cycle_id,
+                trigger=trigger,
+                progress=_progress(self),
+            ),
         )
 
     return task
 
 
-@app.task(
-    bind=True,
-    name="sentiloop.score_shard",
-    autoretry_for=RETRY_ON,
-    retry_backoff=5,
-    retry_backoff_max=60,
-    max_retries=3,
-)
+@app.task(bind=True, name="sentiloop.score_shard", max_retries=MAX_RETRIES)
 def score_shard(
     self: Task, index: int, count: int, cycle_id: str | None = None, trigger: str = "manual"
 ) -> dict[str, Any]:
     """One shard of the score step; its own lease, so a re-delivered shard is skipped."""
-    result = steps.run_step(
-        context(),
-        f"score:{index}/{count}",
-        functools.partial(steps.score_shard, index=index, count=count),
-        cycle_id=cycle_id,
-        trigger=trigger,
-        progress=_progress(self),
+    result = _in_cycle(
+        self,
+        cycle_id,
+        lambda: steps.run_step(
+            context(),
+            f"score:{index}/{count}",
+            functools.partial(steps.score_shard, index=index, count=count),
+            cycle_id=cycle_id,
+            trigger=trigger,
+            progress=_progress(self),
+        ),
     )
     return {**result, "worker": self.request.hostname}
 

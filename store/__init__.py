@@ -4,8 +4,17 @@ Knows nothing of Celery, Label Studio or torch; the orchestrator hands it plain 
 """
 
 from store.db import make_engine, redact_url
-from store.errors import DatabaseUnavailable, IngestError, LeaseBusy, StoreError
-from store.ingest import ChatIn, ParseResult, RowError, parse_file
+from store.errors import (
+    DatabaseUnavailable,
+    IngestError,
+    LeaseBusy,
+    LeaseLost,
+    PromotionConflict,
+    StoreError,
+)
+from store.fence import Fence, fenced
+from store.ingest import ChatIn, ParseResult, RowError, iter_file, parse_file
+from store.intake import IngestReport, ingest_file
 from store.models import (
     Annotation,
     AnnotationHistory,
@@ -18,6 +27,7 @@ from store.models import (
     SelectionRound,
     utcnow,
 )
+from store.runs import holder_gone
 from store.store import (
     AnnotationCounts,
     AnnotationIn,
@@ -38,20 +48,28 @@ __all__ = [
     "ChatIn",
     "CycleRun",
     "DatabaseUnavailable",
+    "Fence",
     "IngestCounts",
     "IngestError",
+    "IngestReport",
     "LabelTask",
     "LeaseBusy",
+    "LeaseLost",
     "ModelVersion",
     "ParseResult",
     "Prediction",
     "PredictionIn",
     "Promotion",
+    "PromotionConflict",
     "RowError",
     "SelectionRound",
     "Store",
     "StoreError",
     "TrainingExample",
+    "fenced",
+    "holder_gone",
+    "ingest_file",
+    "iter_file",
     "make_engine",
     "parse_file",
     "redact_url",

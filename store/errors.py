@@ -15,3 +15,11 @@ class IngestError(StoreError):
 
 class LeaseBusy(StoreError):
     """Another worker holds the lease for this step; the caller should skip, not wait."""
+
+
+class LeaseLost(StoreError):
+    """This worker's lease expired and was taken over: its writes are refused (fencing)."""
+
+
+class PromotionConflict(StoreError):
+    """Production changed between the gate's comparison and the promotion: nothing changed."""

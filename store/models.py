@@ -65,17 +65,42 @@ class SelectionRound(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+#: Task states that hold their chat (at most one such task per chat and project) ...
+ACTIVE_TASK_STATES = ("pending", "pushed", "annotated", "skipped")
+#: ... and those that no longer do: history, the chat may be asked again.
+INACTIVE_TASK_STATES = ("requeued", "deleted", "superseded", "moved")
+ACTIVE_TASK_SQL = text("state IN ('pending', 'pushed', 'annotated', 'skipped')")
+
+
 class LabelTask(SQLModel, table=True):
     """A chat sent to Label Studio. Written as ``pending`` before the import so a crash between
-    import and bookkeeping is reconciled instead of producing a duplicate task."""
+    import and bookkeeping is reconciled instead of producing a duplicate task.
 
-    __table_args__ = (UniqueConstraint("chat_id", "project_id", name="uq_label_task"),)
+    States: ``pending`` (reserved, not imported yet), ``pushed`` (waiting for an annotator),
+    ``annotated``, ``skipped`` (every annotation cancelled; re-queued after
+    SENTILOOP_SKIP_REQUEUE_SECONDS), and history: ``requeued`` (a new task asks again),
+    ``deleted`` (gone from Label Studio), ``superseded`` (the chat's text changed: its labels
+    leave the training set), ``moved`` (re-created on another Label Studio by a resync).
+    ``ls_instance`` names the Label Studio project the task lives in (see labeling)."""
+
+    __table_args__ = (
+        Index(
+            "uq_label_task_active",
+            "chat_id",
+            "project_id",
+            unique=True,
+            sqlite_where=ACTIVE_TASK_SQL,
+            postgresql_where=ACTIVE_TASK_SQL,
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     chat_id: int = Field(foreign_key="chat.id", index=True)
     project_id: int
+    ls_instance: str = Field(default="", max_length=128)
     ls_task_id: int | None = Field(default=None, index=True)
-    state: str = Field(default="pending", max_length=16)  # pending | pushed | annotated
+    state: str = Field(default="pending", max_length=16)
+    state_at: datetime | None = None
     strategy: str = Field(default="", max_length=32)
     model_version: int | None = None
     selection_score: float | None = None
@@ -85,11 +110,15 @@ class LabelTask(SQLModel, table=True):
 
 
 class Annotation(SQLModel, table=True):
-    """A human label pulled from Label Studio, keyed by Label Studio's annotation id."""
+    """A human label pulled from Label Studio, keyed by the Label Studio project it came from
+    and its annotation id there (ids restart on a new instance)."""
 
-    __table_args__ = (UniqueConstraint("ls_annotation_id", name="uq_annotation_ls_id"),)
+    __table_args__ = (
+        UniqueConstraint("ls_instance", "ls_annotation_id", name="uq_annotation_instance_ls_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
+    ls_instance: str = Field(default="", max_length=128)
     ls_annotation_id: int
     ls_task_id: int
     project_id: int
@@ -178,9 +207,11 @@ class CycleRun(SQLModel, table=True):
     trigger: str = Field(default="manual", max_length=32)
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
-    status: str = Field(default="running", max_length=16)  # running | ok | skipped | failed
+    # running | ok | skipped | failed | died (its worker died) | lost (its lease was taken over)
+    status: str = Field(default="running", max_length=16)
     counts: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
     error: str | None = None
+    owner: str | None = Field(default=None, max_length=128)  # the lease held: host:pid:token
 
 
 class Lease(SQLModel, table=True):
@@ -199,3 +230,29 @@ class SyncCursor(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=128)
     value: datetime
+
+
+class CheckpointIntent(SQLModel, table=True):
+    """A retrain's claim on a checkpoint directory, recorded before anything is written.
+
+    Registering the version deletes it in the same transaction, so an intent that outlives
+    its run names the only directories this installation may delete as unreferenced. The
+    ``token`` is also written into the checkpoint's manifest: a directory is deleted only
+    when it carries the token of a dead intent, never because the store does not know it."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    number: int = Field(unique=True)
+    name: str = Field(max_length=64)
+    path: str
+    token: str = Field(unique=True, max_length=32)
+    owner: str = Field(max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoopState(SQLModel, table=True):
+    """A named piece of the loop's state that is no table of its own (e.g. automatic
+    promotion paused by a manual rollback: who, when, why)."""
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
+    updated_at: datetime = Field(default_factory=utcnow)

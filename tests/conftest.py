@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import csv
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from store import Store
+
+# CI runs the same generated examples every time: a failure there is reproducible, and
+# exploring new ones is for local runs
+hypothesis_settings.register_profile("ci", derandomize=True, database=None)
+hypothesis_settings.register_profile("dev", database=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 AIRLINE = REPO_ROOT.parent / "shared" / "data" / "airline"

@@ -204,11 +204,25 @@ def is_complete(path: Path) -> bool:
     )
 
 
+def _newest_mtime(root: Path) -> float:
+    """The latest modification time of ``root`` and everything below it (0 if it is gone)."""
+    newest = 0.0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            try:
+                newest = max(newest, os.lstat(os.path.join(dirpath, name)).st_mtime)
+            except FileNotFoundError:  # renamed or removed by its writer meanwhile
+                continue
+    return newest
+
+
 def clean_stale_tmp(root: Path, *, min_age_s: float = 0.0) -> list[Path]:
     """Remove ``.tmp-*`` directories left by crashed saves and return them.
 
     Call it when no save can be running (e.g. at worker start), or pass ``min_age_s``
-    so that a save in progress elsewhere is not pulled from under its writer.
+    so that a save in progress elsewhere is not pulled from under its writer: the age is
+    that of the newest file or directory inside, since a directory's own mtime stands
+    still while a large weights file is being written into it.
     """
     root = Path(root)
     if not root.is_dir():
@@ -218,7 +232,7 @@ def clean_stale_tmp(root: Path, *, min_age_s: float = 0.0) -> list[Path]:
     for entry in sorted(root.glob(f"{TMP_PREFIX}*")):
         if not entry.is_dir() or entry.is_symlink():
             continue
-        if min_age_s > 0 and now - entry.stat().st_mtime < min_age_s:
+        if min_age_s > 0 and now - _newest_mtime(entry) < min_age_s:
             continue
         shutil.rmtree(entry, ignore_errors=True)
         logger.warning("removed stale temporary checkpoint directory %s", entry)

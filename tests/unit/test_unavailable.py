@@ -45,6 +45,24 @@ def test_unreachable_label_studio_fails_the_step_with_the_setting_named(
     ctx.store.dispose()
 
 
+def test_an_unreachable_local_label_studio_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #12, item 8: the user set no URL, so naming SENTILOOP_LABEL_STUDIO_URL misleads."""
+    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
+    monkeypatch.delenv("SENTILOOP_LABEL_STUDIO_URL", raising=False)
+    monkeypatch.setenv("SENTILOOP_LABEL_STUDIO_PORT", str(_closed_port()))
+    ctx = Context.from_settings(load_settings())
+    ctx.store.init()
+    with pytest.raises(LabelStudioUnavailable) as info:
+        steps.run_step(ctx, "pull", steps.pull, cycle_id="c1")
+    message = str(info.value)
+    assert "SENTILOOP_LABEL_STUDIO_URL" not in message
+    assert "the local server" in message and "sentiloop labelstudio up" in message
+    ctx.labeling().close()
+    ctx.store.dispose()
+
+
 def test_unreachable_database_names_the_setting_and_hides_the_password() -> None:
     store = Store(f"postgresql://sentiloop:s3cret@127.0.0.1:{_closed_port()}/db")
     with pytest.raises(DatabaseUnavailable) as info:

@@ -1,0 +1,210 @@
+"""Annotations: what annotators answered, every revision kept, and what training learns."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from store.base import WRITE_CHUNK, StoreBase
+from store.models import (
+    Annotation,
+    AnnotationHistory,
+    Chat,
+    LabelTask,
+    SyncCursor,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnnotationIn:
+    ls_annotation_id: int
+    ls_task_id: int
+    chat_id: int
+    label: str | None
+    annotator: str | None
+    cancelled: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class AnnotationCounts:
+    new: int
+    updated: int
+    unchanged: int
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    annotation_id: int
+    chat_id: int
+    text: str
+    label: str
+    pulled_at: datetime  # when this value reached the store (new or changed annotation)
+
+
+class AnnotationStore(StoreBase):
+    """Annotations, their history, the training set they make, and the pull cursor."""
+
+    def upsert_annotations(
+        self, project_id: int, items: Sequence[AnnotationIn], instance: str = ""
+    ) -> AnnotationCounts:
+        """Insert new annotations; an update keeps the earlier value in the history. Keyed by
+        the Label Studio instance and its annotation id, so pulling the same annotation again
+        counts nothing. Each touched task becomes ``annotated`` when it has an answer and
+        ``skipped`` when every annotation of it was cancelled."""
+        new = updated = unchanged = 0
+        for start in range(0, len(items), WRITE_CHUNK):
+            chunk = items[start : start + WRITE_CHUNK]
+            with self.session() as s:
+                known = {
+                    a.ls_annotation_id: a
+                    for a in s.exec(
+                        select(Annotation).where(
+                            Annotation.ls_instance == instance,
+                            col(Annotation.ls_annotation_id).in_(
+                                [i.ls_annotation_id for i in chunk]
+                            ),
+                        )
+                    ).all()
+                }
+                for item in chunk:
+                    row = known.get(item.ls_annotation_id)
+                    if row is None:
+                        row = Annotation(
+                            ls_instance=instance,
+                            ls_annotation_id=item.ls_annotation_id,
+                            ls_task_id=item.ls_task_id,
+                            project_id=project_id,
+                            chat_id=item.chat_id,
+                            label=item.label,
+                            annotator=item.annotator,
+                            cancelled=item.cancelled,
+                            created_at=item.created_at,
+                            updated_at=item.updated_at,
+                        )
+                        s.add(row)
+                        known[item.ls_annotation_id] = row
+                        new += 1
+                    elif (row.label, row.annotator, row.cancelled) != (
+                        item.label,
+                        item.annotator,
+                        item.cancelled,
+                    ):
+                        s.add(
+                            AnnotationHistory(
+                                annotation_id=row.id,  # type: ignore[arg-type]
+                                revision=row.revision,
+                                label=row.label,
+                                annotator=row.annotator,
+                                cancelled=row.cancelled,
+                                updated_at=row.updated_at,
+                            )
+                        )
+                        row.label, row.annotator, row.cancelled = (
+                            item.label,
+                            item.annotator,
+                            item.cancelled,
+                        )
+                        row.updated_at, row.revision, row.pulled_at = (
+                            item.updated_at,
+                            row.revision + 1,
+                            utcnow(),
+                        )
+                        s.add(row)
+                        updated += 1
+                    else:
+                        unchanged += 1
+                    s.flush()
+                _settle_task_states(s, instance, {i.ls_task_id for i in chunk})
+                s.commit()
+        return AnnotationCounts(new, updated, unchanged)
+
+    def annotation_history(self, ls_annotation_id: int) -> list[AnnotationHistory]:
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(AnnotationHistory)
+                    .join(Annotation, col(Annotation.id) == col(AnnotationHistory.annotation_id))
+                    .where(Annotation.ls_annotation_id == ls_annotation_id)
+                    .order_by(col(AnnotationHistory.revision))
+                ).all()
+            )
+
+    def training_examples(self) -> list[TrainingExample]:
+        """One example per labelled chat: its most recently updated, not cancelled annotation,
+        leaving out answers to a task that was superseded (the chat's text changed since)."""
+        superseded = select(LabelTask.id).where(
+            LabelTask.state == "superseded",
+            LabelTask.ls_instance == Annotation.ls_instance,
+            LabelTask.ls_task_id == Annotation.ls_task_id,
+        )
+        with self.session() as s:
+            rows = s.exec(
+                select(Annotation, Chat.text)
+                .join(Chat, col(Chat.id) == col(Annotation.chat_id))
+                .where(
+                    Annotation.cancelled == False,  # noqa: E712
+                    col(Annotation.label).is_not(None),
+                    ~superseded.exists(),
+                )
+                .order_by(
+                    col(Annotation.chat_id),
+                    col(Annotation.updated_at),
+                    col(Annotation.ls_annotation_id),
+                )
+            ).all()
+        latest: dict[int, TrainingExample] = {}
+        for ann, text in rows:
+            latest[ann.chat_id] = TrainingExample(
+                ann.ls_annotation_id, ann.chat_id, text, ann.label or "", ann.pulled_at
+            )
+        return [latest[c] for c in sorted(latest)]
+
+    def get_cursor(self, name: str) -> datetime | None:
+        with self.session() as s:
+            row = s.get(SyncCursor, name)
+            return row.value if row else None
+
+    def set_cursor(self, name: str, value: datetime) -> None:
+        with self.session() as s:
+            row = s.get(SyncCursor, name)
+            if row is None:
+                s.add(SyncCursor(name=name, value=value))
+            elif value > row.value:
+                row.value = value
+                s.add(row)
+            s.commit()
+
+
+def _settle_task_states(s: Session, instance: str, ls_task_ids: set[int]) -> None:
+    """Each task's state from its annotations: answered, or skipped when all were cancelled.
+    Only tasks waiting or answered change (history stays history)."""
+    rows = s.exec(
+        select(Annotation.ls_task_id, Annotation.cancelled).where(
+            Annotation.ls_instance == instance, col(Annotation.ls_task_id).in_(ls_task_ids)
+        )
+    ).all()
+    answered: dict[int, bool] = {}
+    for task_id, cancelled in rows:
+        answered[task_id] = answered.get(task_id, False) or not cancelled
+    for task_id, has_answer in answered.items():
+        state = "annotated" if has_answer else "skipped"
+        s.exec(
+            update(LabelTask)
+            .where(
+                col(LabelTask.ls_instance) == instance,
+                col(LabelTask.ls_task_id) == task_id,
+                col(LabelTask.state).in_(["pushed", "annotated", "skipped"]),
+                col(LabelTask.state) != state,
+            )
+            .values(state=state, state_at=utcnow())
+        )
