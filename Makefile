@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
-	bench-active-learning bench-ingest
+	bench-active-learning bench-ingest chaos
 
 setup:
 	@bash scripts/setup.sh
@@ -33,6 +33,9 @@ bench-retraining: setup
 
 bench-scoring: setup
 	$(PY) -m benchmarks.scoring $(BENCH_ARGS)
+
+chaos: setup
+	$(PY) -m tests.chaos --cycles 50 $(CHAOS_ARGS)
 
 bench-ingest: setup
 	$(PY) -m benchmarks.ingest $(BENCH_ARGS)

@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from domain import LABELS
 from orchestrator.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -445,7 +446,7 @@ def predict(texts: list[str]) -> None:
 
     ctx = Context.from_settings(_settings())
     production, probs = _run(lambda: run_predict(ctx, texts))
-    table = Table("label", "score", "negative", "neutral", "positive", "text")
+    table = Table("label", "score", *LABELS, "text")
     rows = zip(texts, predicted_labels(probs), sentiment_score(probs), probs, strict=True)
     for text, label, s, p in rows:
         table.add_row(label, f"{s:.2f}", f"{p[0]:.2f}", f"{p[1]:.2f}", f"{p[2]:.2f}", text[:60])
@@ -619,7 +620,7 @@ def models_diff(a: int, b: int) -> None:
     row("mode", va.mode, vb.mode)
     row("macro-F1", ma.get("macro_f1"), mb.get("macro_f1"))
     row("accuracy", ma.get("accuracy"), mb.get("accuracy"))
-    for label in ("negative", "neutral", "positive"):
+    for label in LABELS:
         row(f"F1 {label}", _f1(ma, label), _f1(mb, label))
     row("ECE", ma.get("ece"), mb.get("ece"))
     row("temperature", va.temperature, vb.temperature)

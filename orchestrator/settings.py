@@ -15,8 +15,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain import STRATEGIES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-STRATEGIES = ("random", "least_confidence", "margin", "entropy", "diverse", "badge")
 CLASS_BALANCES = ("labels", "even", "off")
 #: Celery queues: the default one (Label Studio sync, cycles) and the one for model work.
 DEFAULT_QUEUE = "celery"

@@ -11,12 +11,10 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from domain import LABELS  # the model's output order (id2label/label2id on the config)
 from training.errors import TrainingError
 
 __all__ = ["LABELS", "predicted_labels", "sentiment_score", "uncertainty"]
-
-LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
-"""Class names in the model's output order (set as id2label/label2id on the config)."""
 
 
 def _as_probs(probs: npt.ArrayLike) -> npt.NDArray[np.float64]:
