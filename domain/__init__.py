@@ -1,10 +1,10 @@
 """The names every package shares, defined once: the sentiment classes in the model's output
-order and the query strategies. No imports, so any package (the torch-free ones included)
-may depend on it."""
+order, the query strategies and the root of our exceptions. No imports, so any package (the
+torch-free ones included) may depend on it."""
 
 from __future__ import annotations
 
-__all__ = ["LABELS", "STRATEGIES"]
+__all__ = ["LABELS", "STRATEGIES", "SentiloopError"]
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 """Class names in the model's output order: column 0, 1, 2 of every probability matrix."""
@@ -18,3 +18,10 @@ STRATEGIES: tuple[str, ...] = (
     "badge",
 )
 """Query strategies (training.selection implements each; SENTILOOP_STRATEGY picks one)."""
+
+
+class SentiloopError(Exception):
+    """The root of every error sentiloop raises on purpose: each package's own base class
+    (StoreError, TrainingError, LabelingError, OrchestratorError, ConfigError) derives from
+    it, so a caller (the CLI, a service) catches them all in one place and shows the message,
+    which is written for the user, instead of a traceback."""

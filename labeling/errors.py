@@ -6,6 +6,8 @@ print them verbatim instead of a traceback.
 
 from __future__ import annotations
 
+from domain import SentiloopError
+
 __all__ = [
     "LabelStudioAuthError",
     "LabelStudioStartError",
@@ -14,7 +16,7 @@ __all__ = [
 ]
 
 
-class LabelingError(Exception):
+class LabelingError(SentiloopError):
     """Base class so callers can catch every labeling failure at once."""
 
 

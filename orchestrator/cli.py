@@ -25,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from domain import LABELS
+from domain import LABELS, SentiloopError
 from orchestrator.settings import ConfigError, Settings, load_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -63,21 +63,12 @@ def _settings() -> Settings:
 
 
 def _run(fn: Callable[[], T]) -> T:
-    """Turn our typed errors into a one-line message and exit code 2 (without importing torch
-    just to name the training errors: ours are recognised by their package)."""
+    """Turn our typed errors into a one-line message and exit code 2."""
     try:
         return fn()
-    except ConfigError as exc:
+    except SentiloopError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    except Exception as exc:
-        if type(exc).__module__.split(".")[0] not in _OUR_PACKAGES:
-            raise
-        err.print(f"[red]error:[/] {escape(str(exc))}")
-        raise typer.Exit(2) from None
-
-
-_OUR_PACKAGES = frozenset({"store", "training", "labeling", "orchestrator"})
 
 
 def _store(settings: Settings) -> Any:

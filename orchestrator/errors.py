@@ -1,7 +1,9 @@
 """Errors of the orchestrator (configuration errors live with the settings)."""
 
+from domain import SentiloopError
 
-class OrchestratorError(Exception):
+
+class OrchestratorError(SentiloopError):
     """Base class of the orchestrator's own errors; the CLI prints them as one line."""
 
 

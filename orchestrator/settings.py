@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain import STRATEGIES
+from domain import STRATEGIES, SentiloopError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLASS_BALANCES = ("labels", "even", "off")
@@ -24,7 +24,7 @@ DEFAULT_QUEUE = "celery"
 SCORING_QUEUE = "scoring"
 
 
-class ConfigError(Exception):
+class ConfigError(SentiloopError):
     """A setting is invalid; the message names the environment variable."""
 
 

@@ -1,7 +1,9 @@
 """Typed errors of the store: callers catch these, never raw SQLAlchemy ones."""
 
+from domain import SentiloopError
 
-class StoreError(Exception):
+
+class StoreError(SentiloopError):
     """Base class of every error raised by ``store``."""
 
 

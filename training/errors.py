@@ -6,10 +6,12 @@ in one place and turn it into a clear, user-facing message.
 
 from __future__ import annotations
 
+from domain import SentiloopError
+
 __all__ = ["CheckpointError", "ModelLoadError", "TrainingError"]
 
 
-class TrainingError(Exception):
+class TrainingError(SentiloopError):
     """Base class for every error raised by :mod:`training`."""
 
 
