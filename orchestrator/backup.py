@@ -23,10 +23,10 @@ from typing import Any
 from orchestrator.backup_files import (
     FORMAT,
     BackupWriter,
-    Progress,
     no_progress,
     tree_size,
 )
+from orchestrator.context import Progress
 from orchestrator.errors import BackupError
 from orchestrator.settings import Settings
 from store import LeaseBusy, Store, utcnow

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from orchestrator.context import Progress
 from orchestrator.errors import BackupError
 
 MANIFEST = "sentiloop-backup.json"
@@ -23,7 +24,6 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Files SQLite keeps beside a database; the online backup already holds their content.
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
-Progress = Callable[[str, int, int], None]
 """(stage, bytes done, bytes in the stage)."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from orchestrator.context import Context
+from orchestrator.context import Context, Progress
 from orchestrator.errors import StepError
 from store import (
     ModelVersion,
@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 from domain import LABELS
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
 
 
 # -- evaluation sets ----------------------------------------------------------------------

@@ -7,7 +7,6 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.context import Context
@@ -25,8 +24,6 @@ if TYPE_CHECKING:
 from orchestrator.evaluation import gate
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
 
 
 def actor() -> str:

@@ -19,12 +19,12 @@ from typing import Any
 from orchestrator.backup import LS_DATA
 from orchestrator.backup_files import (
     CHUNK,
-    Progress,
     no_progress,
     read_manifest,
     safe_relative,
     verify_files,
 )
+from orchestrator.context import Progress
 from orchestrator.errors import BackupError
 from orchestrator.settings import Settings
 from store import Store, utcnow

@@ -10,12 +10,12 @@ import random
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.context import Context
+from orchestrator.context import Context, Progress
 from orchestrator.settings import Settings
 from store import (
     ModelVersion,
@@ -31,8 +31,6 @@ from orchestrator.promotion import auto_promote
 from store.checkpoints import register_version
 
 logger = logging.getLogger(__name__)
-
-Progress = Callable[[str, int, int], None]
 
 
 # -- retraining ---------------------------------------------------------------------------

@@ -1,0 +1,248 @@
+"""Label Studio sync: push (select and import tasks, re-queue skips), pull (annotations, deleted
+tasks) and resync (move to a reset or new Label Studio), each against the project identity
+the store's tasks were made in."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from labeling import LabelStudioClient, TaskIn
+from labeling import PredictionIn as TaskPrediction
+from orchestrator.context import Context, Progress
+from orchestrator.errors import LabelStudioMismatch
+from store import (
+    AnnotationIn,
+    LabelTask,
+    utcnow,
+)
+
+#: Columns that would tell annotators the answer are never shown in Label Studio.
+HIDDEN_META = frozenset({"label", "label_confidence", "negative_reason", "sentiment"})
+PULL_OVERLAP = timedelta(seconds=30)
+
+logger = logging.getLogger(__name__)
+
+
+# -- select and push ------------------------------------------------------------------------
+
+
+def label_studio(ctx: Context) -> tuple[LabelStudioClient, int, str]:
+    """The client, the project and its identity, checked against the Label Studio this
+    store's tasks live in: a Label Studio that was reset or replaced has other task and
+    annotation ids, and syncing with it would map them onto the wrong chats."""
+    settings, store = ctx.settings, ctx.store
+    client = ctx.labeling()
+    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+    identity = client.project_identity(project)
+    recorded = store.label_studio_identity()
+    if recorded is not None and recorded.get("identity") != identity:
+        raise LabelStudioMismatch(
+            f"Label Studio at {settings.ls_url} holds {settings.project_title!r} as {identity}, "
+            f"but this store's tasks were made in {recorded.get('identity')} at "
+            f"{recorded.get('url')}: nothing was synced. If Label Studio was reset or replaced, "
+            "`sentiloop labelstudio resync` re-creates the unanswered tasks there"
+        )
+    if recorded is None or recorded.get("url") != settings.ls_url:
+        adopted = store.adopt_label_studio(identity, settings.ls_url)
+        if adopted:
+            logger.info("%d tasks and annotations recorded as from %s", adopted, identity)
+    return client, project, identity
+
+
+def push(
+    ctx: Context, progress: Progress, limit: int | None = None, cycle_id: str | None = None
+) -> dict[str, Any]:
+    """Pick the most informative chats and create their Label Studio tasks, never twice.
+    ``limit`` overrides the batch size (the demo's seed batch). Skipped tasks that are due
+    are asked again first. With SENTILOOP_STOP_WHEN_STABLE, nothing new is pushed once the
+    stopping criterion fires."""
+    from orchestrator import selection
+
+    settings, store = ctx.settings, ctx.store
+    _, project, instance = label_studio(ctx)
+    requeued = _requeue_skipped(ctx, project)
+    reconciled = _push_pending(ctx, project, instance)
+    open_tasks = store.open_task_count(project)
+    room = min(limit or settings.batch_size, settings.max_open_tasks - open_tasks)
+    counts: dict[str, Any] = {"project": project, "reconciled": reconciled, "requeued": requeued}
+    if room <= 0:
+        return {
+            **counts,
+            "skipped": f"{open_tasks} tasks wait for annotators (SENTILOOP_MAX_OPEN_TASKS)",
+        }
+    if settings.stop_when_stable:
+        signal = selection.stopping_signal(ctx)
+        if signal["fired"]:
+            return {
+                **counts,
+                "skipped": "stopping criterion fired: predictions are stable "
+                f"(kappa >= {settings.stop_kappa} over {settings.stop_window} versions)",
+            }
+    batch = selection.choose(ctx, project, room, cycle_id)
+    store.reserve_tasks(
+        project,
+        batch.chat_ids,
+        strategy=batch.selection.strategy,
+        model_version=batch.selection.model_version,
+        selection_scores=batch.scores,
+        selection=batch.selection,
+        instance=instance,
+    )
+    pushed = _push_pending(ctx, project, instance)
+    return {
+        **counts,
+        "strategy": batch.selection.strategy,
+        "selected": len(batch.chat_ids),
+        "pushed": pushed + reconciled,
+    }
+
+
+def _requeue_skipped(ctx: Context, project: int) -> int:
+    """Skipped tasks that are due are asked again as new tasks; the skipped one is deleted
+    from Label Studio first (its cancelled answer stays in the store's history), so no chat
+    ever has two tasks there. A crash in between leaves it deleted: the next pull releases
+    the chat, nothing is lost."""
+    seconds = ctx.settings.skip_requeue_seconds
+    if seconds <= 0:
+        return 0
+    client, store = ctx.labeling(), ctx.store
+    n = 0
+    for task in store.skipped_due(project, utcnow() - timedelta(seconds=seconds)):
+        if task.ls_task_id is not None:
+            client.delete_task(task.ls_task_id)
+        n += store.requeue(task)
+    return n
+
+
+def resync(ctx: Context, progress: Progress) -> dict[str, Any]:
+    """Move to the Label Studio now configured (after a reset, or a new server): the tasks
+    not answered yet are re-created there; answered ones and every label stay as they are."""
+    settings, store = ctx.settings, ctx.store
+    client = ctx.labeling()
+    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+    identity = client.project_identity(project)
+    recorded = store.label_studio_identity()
+    moved = store.resync(project, identity, settings.ls_url)
+    pushed = _push_pending(ctx, project, identity)
+    return {
+        "project": project,
+        "from": (recorded or {}).get("identity"),
+        "to": identity,
+        "recreated": moved,
+        "pushed": pushed,
+    }
+
+
+def _adopt_imported(ctx: Context, project: int, instance: str) -> list[LabelTask]:
+    """Pending tasks that a crashed run already imported are recorded as pushed (a task of
+    the chat that this store never recorded: known ones are history). Returns the pending
+    tasks still to import."""
+    store = ctx.store
+    pending = store.pending_tasks(project)
+    if not pending:
+        return []
+    chats = store.chats_by_id([t.chat_id for t in pending])
+    known = store.known_ls_task_ids(instance)
+    existing = {
+        source: [tid for tid in ids if tid not in known]
+        for source, ids in ctx.labeling().tasks_by_chat_id(project).items()
+    }
+    adopted = {
+        t.chat_id: existing[chats[t.chat_id].source_id][0]
+        for t in pending
+        if existing.get(chats[t.chat_id].source_id)
+    }
+    if adopted:
+        logger.info("adopting %d tasks imported by an interrupted run", len(adopted))
+        store.mark_pushed(project, adopted)
+    return [t for t in pending if t.chat_id not in adopted]
+
+
+def _push_pending(ctx: Context, project: int, instance: str) -> int:
+    """Import every pending task that is not in Label Studio yet."""
+    store = ctx.store
+    todo = _adopt_imported(ctx, project, instance)
+    if not todo:
+        return 0
+    client = ctx.labeling()
+    chats = store.chats_by_id([t.chat_id for t in todo])
+    preds: dict[int, Any] = {}
+    for version in {t.model_version for t in todo if t.model_version is not None}:
+        ids = [t.chat_id for t in todo if t.model_version == version]
+        preds.update({cid: (p, version) for cid, p in store.prediction_for(ids, version).items()})
+    payload = []
+    for t in todo:
+        chat = chats[t.chat_id]
+        pred = None
+        if t.chat_id in preds:
+            p, version = preds[t.chat_id]
+            confidence = max(p.p_negative, p.p_neutral, p.p_positive)
+            pred = TaskPrediction(
+                label=p.label, score=float(confidence), model_version=f"v{version}"
+            )
+        payload.append(
+            TaskIn(
+                chat_id=chat.source_id, text=chat.text, meta=_meta_line(chat.meta), prediction=pred
+            )
+        )
+    if payload:
+        ids = client.import_tasks(project, payload)
+        store.mark_pushed(project, {t.chat_id: tid for t, tid in zip(todo, ids, strict=True)})
+    return len(payload)
+
+
+def _meta_line(meta: dict[str, Any]) -> str:
+    shown = [f"{k}: {v}" for k, v in meta.items() if k not in HIDDEN_META]
+    return " · ".join(shown)[:300]
+
+
+# -- pull -----------------------------------------------------------------------------------
+
+
+def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
+    """Bring new and changed annotations into the store, from where the last pull stopped,
+    and notice tasks deleted in Label Studio (their chats may be asked again)."""
+    store = ctx.store
+    client, project, instance = label_studio(ctx)
+    cursor_name = f"annotations:{instance}"
+    cursor = store.get_cursor(cursor_name)
+    # re-read a margin before the cursor: an annotation committed late is not missed, and
+    # the upsert by annotation id makes the overlap free of double counting
+    since = cursor - PULL_OVERLAP if cursor else None
+    items = client.annotations_since(project, since)
+    _adopt_imported(ctx, project, instance)  # answers to a task a crashed push imported
+    by_task = store.task_chat_map(project, instance)
+    rows, unknown = [], 0
+    for a in items:
+        chat_id = by_task.get(a.task_id)
+        if chat_id is None:  # not a task of ours (imported by hand, or by another tool)
+            unknown += 1
+            continue
+        rows.append(
+            AnnotationIn(
+                ls_annotation_id=a.annotation_id,
+                ls_task_id=a.task_id,
+                chat_id=chat_id,
+                label=a.label,
+                annotator=a.annotator,
+                cancelled=a.cancelled,
+                created_at=a.created_at,
+                updated_at=a.updated_at,
+            )
+        )
+    counts = store.upsert_annotations(project, rows, instance)
+    if items:
+        store.set_cursor(cursor_name, max(a.updated_at for a in items))
+    present = {tid for ids in client.tasks_by_chat_id(project).values() for tid in ids}
+    changes = store.release_deleted(project, instance, present)
+    return {
+        "project": project,
+        "fetched": len(items),
+        "new": counts.new,
+        "updated": counts.updated,
+        "unchanged": counts.unchanged,
+        "unknown_task": unknown,
+        "deleted_tasks": changes.deleted + changes.deleted_annotated,
+    }
