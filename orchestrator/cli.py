@@ -81,7 +81,7 @@ def ingest(path: Path) -> None:
             )
         )
     for row, reason in report.rejected[:50]:
-        err.print(f"  row {row}: {reason}", markup=False, highlight=False)
+        err.print(f"  row {row}: {reason}", markup=False, highlight=False, soft_wrap=True)
     if report.n_rejected > 50:
         err.print(f"  ... and {report.n_rejected - 50} more")
     extras = [f"{report.repeated} repeated ids (last row kept)"] if report.repeated else []
@@ -119,7 +119,7 @@ def status(
     found = or_exit(lambda: problems(Context(settings=settings, store=store)))
     if check:
         for line in found:
-            err.print(f"degraded: {line}", markup=False, highlight=False)
+            err.print(f"degraded: {line}", markup=False, highlight=False, soft_wrap=True)
         if not found:
             console.print("ok: the loop is healthy")
         raise typer.Exit(1 if found else 0)
@@ -215,13 +215,15 @@ def _chain_results(last: Any) -> list[Any]:
 def _follow(results: list[Any], timeout: float, store: Any, cycle_id: str) -> bool:
     """Show each step's progress from the task state until the chain ends; True when every
     step finished ok. A step whose worker died (its run's lease holder is gone: the message
-    will never be answered on the embedded broker) ends the wait at once."""
+    will never be answered on the embedded broker) ends the wait at once. Each failure is
+    also said in one line of its own once the progress display is gone."""
     from orchestrator.steps import STEPS
     from orchestrator.tasks import progress_of
     from store import holder_gone
 
     deadline = time.monotonic() + timeout
-    all_ok, next_check = True, 0.0
+    problems: list[str] = []
+    next_check = 0.0
     with Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -230,8 +232,9 @@ def _follow(results: list[Any], timeout: float, store: Any, cycle_id: str) -> bo
         console=console,
     ) as bar:
         rows = [bar.add_task(name, total=None, info="queued") for name in STEPS]
-        for row, res in zip(rows, results, strict=False):
-            while True:
+        for name, row, res in zip(STEPS, rows, results, strict=False):
+            problem = None
+            while problem is None:
                 state = res.state
                 progress = progress_of(state, res.info)
                 if progress is not None:
@@ -240,33 +243,36 @@ def _follow(results: list[Any], timeout: float, store: Any, cycle_id: str) -> bo
                 elif state == "SUCCESS":
                     out = res.result or {}
                     if out.get("status") == "failed":
-                        all_ok = False
-                        bar.update(row, info=f"[red]failed: {escape(str(out.get('error')))}")
+                        problems.append(f"{name} failed: {out.get('error')}")
+                        bar.update(row, info="[red]failed")
                     else:
                         bar.update(row, total=1, completed=1, info=escape(_summary(out)))
                     break
                 elif state in ("FAILURE", "REVOKED"):
-                    bar.update(row, info=f"[red]{state}: {escape(str(res.info))}")
-                    return False
+                    problem = f"{name}: {state}: {res.info}"
                 elif state == "RETRY":
                     bar.update(row, info=f"[yellow]retrying: {escape(str(res.info))}")
                 elif state == "STARTED":
                     bar.update(row, info="running")
-                if time.monotonic() >= next_check:
+                if problem is None and time.monotonic() >= next_check:
                     next_check = time.monotonic() + 1.0
                     dead = store.dead_runs(cycle_id)
                     if dead:
-                        bar.update(
-                            row,
-                            info=f"[red]{dead[0].step}: {holder_gone(dead[0])}; "
-                            "the next cycle redoes its work",
+                        problem = (
+                            f"{dead[0].step}: {holder_gone(dead[0])}; "
+                            "the next cycle redoes its work"
                         )
-                        return False
-                if time.monotonic() > deadline:
-                    bar.update(row, info="[red]timed out waiting (is a worker running?)")
-                    return False
-                time.sleep(0.2)
-    return all_ok
+                if problem is None and time.monotonic() > deadline:
+                    problem = f"{name}: timed out waiting (is a worker running?)"
+                if problem is None:
+                    time.sleep(0.2)
+            if problem is not None:
+                bar.update(row, info="[red]stopped")
+                problems.append(problem)
+                break
+    for line in problems:
+        err.print(f"cycle {cycle_id}: {line}", markup=False, highlight=False, soft_wrap=True)
+    return not problems
 
 
 def _summary(out: dict[str, Any]) -> str:

@@ -74,6 +74,7 @@ def test_a_worker_killed_mid_step_is_reported_within_seconds(sqlite_loop: Loop) 
         time.sleep(0.2)
     os.killpg(worker.pid, signal.SIGKILL)
     killed = time.monotonic()
+    worker.wait(timeout=30)
     output, _ = client.communicate(timeout=300)
     noticed = time.monotonic() - killed
     assert client.returncode == 1
