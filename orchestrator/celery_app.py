@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from contextlib import AbstractContextManager
+from datetime import timedelta
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 
 from orchestrator.settings import SCORING_QUEUE, load_settings
+from store import WORKER_LEASE_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -58,3 +64,33 @@ def make_app() -> Celery:
 
 
 app = make_app()
+
+_WORKER_LEASE: AbstractContextManager[object] | None = None
+
+
+@worker_ready.connect
+def _announce(**_: object) -> None:
+    """While a worker runs it holds a lease named after it (renewed every 7.5 s, gone 30 s
+    after a crash, at once on this host): `sentiloop cycle` and `status --check` can tell
+    that no worker is alive instead of waiting on a message nobody will take."""
+    global _WORKER_LEASE
+    from store import Store
+
+    store = Store(load_settings().db_url)
+    try:
+        lease = store.lease(worker_lease_name(), ttl=timedelta(seconds=30))
+        lease.__enter__()
+    except Exception:  # the database may be down at start: the worker works without it
+        logger.exception("could not announce this worker in the store")
+        return
+    _WORKER_LEASE = lease
+
+
+@worker_shutdown.connect
+def _retire(**_: object) -> None:
+    if _WORKER_LEASE is not None:
+        _WORKER_LEASE.__exit__(None, None, None)
+
+
+def worker_lease_name() -> str:
+    return f"{WORKER_LEASE_PREFIX}{socket.gethostname()}:{os.getpid()}"

@@ -212,6 +212,10 @@ def _chain_results(last: Any) -> list[Any]:
     return list(reversed(results))
 
 
+#: How long `sentiloop cycle` waits for a worker to appear before it says none is running.
+NO_WORKER_GRACE_S = 10.0
+
+
 def _follow(results: list[Any], timeout: float, store: Any, cycle_id: str) -> bool:
     """Show each step's progress from the task state until the chain ends; True when every
     step finished ok. A step whose worker died (its run's lease holder is gone: the message
@@ -224,6 +228,7 @@ def _follow(results: list[Any], timeout: float, store: Any, cycle_id: str) -> bo
     deadline = time.monotonic() + timeout
     problems: list[str] = []
     next_check = 0.0
+    no_worker_since: float | None = None
     with Progress(
         TextColumn("{task.description:<10}"),
         BarColumn(),
@@ -262,6 +267,16 @@ def _follow(results: list[Any], timeout: float, store: Any, cycle_id: str) -> bo
                             f"{dead[0].step}: {holder_gone(dead[0])}; "
                             "the next cycle redoes its work"
                         )
+                    elif state == "PENDING" and not store.live_workers():
+                        no_worker_since = no_worker_since or time.monotonic()
+                        if time.monotonic() - no_worker_since > NO_WORKER_GRACE_S:
+                            problem = (
+                                f"{name}: no worker is running (the last one died or none "
+                                "was started: `sentiloop worker`); the next cycle redoes "
+                                "the work"
+                            )
+                    else:
+                        no_worker_since = None
                 if problem is None and time.monotonic() > deadline:
                     problem = f"{name}: timed out waiting (is a worker running?)"
                 if problem is None:

@@ -11,7 +11,7 @@ import httpx
 
 from orchestrator.context import Context
 from orchestrator.steps import STEPS
-from store import holder_gone, utcnow
+from store import WORKER_LEASE_PREFIX, holder_gone, utcnow
 
 #: A step that failed or was skipped this many times in a row makes the loop degraded.
 REPEATED = 3
@@ -24,6 +24,8 @@ def problems(ctx: Context) -> list[str]:
     for run in store.dead_runs():
         found.append(f"{run.step} (cycle {run.cycle_id}): {holder_gone(run)}")
     for lease in store.leases():
+        if lease.name.startswith(WORKER_LEASE_PREFIX):
+            continue  # a worker's lease only says it is alive: counted below
         if lease.expires_at < utcnow():
             found.append(
                 f"lease {lease.name!r} expired at {lease.expires_at:%Y-%m-%d %H:%M:%S} "
@@ -35,6 +37,8 @@ def problems(ctx: Context) -> list[str]:
             last = recent[0]
             why = last.error or str(last.counts.get("skipped") or last.counts.get("reason", ""))
             found.append(f"{step} has {last.status} {REPEATED} times in a row: {why[:200]}")
+    if not store.live_workers():
+        found.append("no worker is running: nothing executes the cycles (`sentiloop worker`)")
     open_tasks = store.open_task_count()
     if open_tasks >= settings.max_open_tasks:
         found.append(

@@ -27,7 +27,7 @@ from store.models import (
     SelectionRound,
     utcnow,
 )
-from store.runs import holder_gone
+from store.runs import WORKER_LEASE_PREFIX, holder_gone
 from store.store import (
     AnnotationCounts,
     AnnotationIn,
@@ -39,6 +39,7 @@ from store.store import (
 )
 
 __all__ = [
+    "WORKER_LEASE_PREFIX",
     "Annotation",
     "AnnotationCounts",
     "AnnotationHistory",

@@ -27,6 +27,9 @@ from store.models import (
 
 logger = logging.getLogger(__name__)
 
+#: Leases named ``worker:HOST:PID`` say that a worker is alive (no step runs under them).
+WORKER_LEASE_PREFIX = "worker:"
+
 
 class RunStore(StoreBase):
     """Cycle runs, counts for status, and the leases that keep steps from running twice."""
@@ -150,6 +153,18 @@ class RunStore(StoreBase):
             )
             s.commit()
             return bool(result.rowcount == 1)
+
+    def live_workers(self) -> list[Lease]:
+        """The workers alive now: their lease (see orchestrator.celery_app) is renewed, and
+        on this host their process exists."""
+        now, host = utcnow(), socket.gethostname()
+        return [
+            lease
+            for lease in self.leases()
+            if lease.name.startswith(WORKER_LEASE_PREFIX)
+            and lease.expires_at >= now
+            and not (lease.host == host and not _pid_alive(lease.pid))
+        ]
 
     def leases(self) -> list[Lease]:
         """Every lease held now (or expired and never released)."""

@@ -93,3 +93,18 @@ def test_a_worker_killed_mid_step_is_reported_within_seconds(sqlite_loop: Loop) 
     assert store.counts()["chats"] == 150_000
     assert (loop.home / "inbox" / "done" / "export.csv").is_file()
     store.dispose()
+
+
+def test_a_cycle_with_no_worker_alive_says_so_instead_of_waiting(sqlite_loop: Loop) -> None:
+    """The chain's next message is lost with the worker that would have sent it (or no
+    worker was started): `sentiloop cycle` says so within seconds, not at its timeout."""
+    loop = sqlite_loop
+    assert loop.cli("init").returncode == 0
+    started = time.monotonic()
+    out = loop.cli("cycle", "--timeout", "300")
+    waited = time.monotonic() - started
+    assert out.returncode == 1
+    assert "no worker is running" in " ".join((out.stdout + out.stderr).split())
+    assert waited < 60, f"waited {waited:.0f} s"
+    check = loop.cli("status", "--check")
+    assert check.returncode == 1 and "no worker is running" in check.stderr
