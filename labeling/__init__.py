@@ -1,7 +1,7 @@
 """Label Studio integration: run a local server, push chats as tasks, pull annotations.
 
-Deliberately free of torch/Celery/SQLModel and of other sentiloop packages so it can be
-used (and tested) on its own.
+Deliberately free of torch/Celery/SQLModel and of other sentiloop packages (but ``domain``,
+the shared names) so it can be used (and tested) on its own.
 """
 
 from labeling.client import (
@@ -11,6 +11,7 @@ from labeling.client import (
     PredictionIn,
     TaskIn,
     next_cursor,
+    shown_url,
 )
 from labeling.config import FROM_NAME, LABEL_CHOICES, LABEL_CONFIG, TO_NAME
 from labeling.errors import (
@@ -41,4 +42,5 @@ __all__ = [
     "copy_data_dir",
     "next_cursor",
     "parse_port",
+    "shown_url",
 ]

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, BinaryIO, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from label_studio_sdk import LabelStudio
@@ -94,6 +95,16 @@ def next_cursor(annotations: Sequence[AnnotationOut], previous: datetime | None)
     if previous is None:
         return latest
     return max(latest, previous)
+
+
+def shown_url(url: str) -> str:
+    """``url`` without a user or password in it, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
 def _choices_result(label: str) -> list[dict[str, Any]]:
@@ -191,6 +202,7 @@ class LabelStudioClient:
         """``max_retries`` covers connection errors and 5xx/429 with backoff (SDK default);
         ``where`` tells a user whose server cannot be reached where its URL came from."""
         self.url = url.rstrip("/")
+        self.shown = shown_url(self.url)  # for messages: no user or password in them
         self._where = where
         self._http = httpx.Client(timeout=timeout)
         self._ls = LabelStudio(  # type: ignore[no-untyped-call]
@@ -201,7 +213,7 @@ class LabelStudioClient:
         )
 
     def __repr__(self) -> str:  # never show the token
-        return f"LabelStudioClient(url={self.url!r})"
+        return f"LabelStudioClient(url={self.shown!r})"
 
     def close(self) -> None:
         """Release the HTTP connection pool."""
@@ -229,14 +241,14 @@ class LabelStudioClient:
                 reason = "connection refused"
             elif isinstance(exc, httpx.TimeoutException):
                 reason = f"timed out ({type(exc).__name__})"
-            raise LabelStudioUnavailable(self.url, reason, self._where) from exc
+            raise LabelStudioUnavailable(self.shown, reason, self._where) from exc
         except ApiError as exc:
             status = exc.status_code or 0
             if status in (401, 403):
-                raise LabelStudioAuthError(self.url, status) from exc
+                raise LabelStudioAuthError(self.shown, status) from exc
             body = str(exc.body)[:300]
             raise LabelingError(
-                f"Label Studio at {self.url} failed to {action}: HTTP {status}: {body}"
+                f"Label Studio at {self.shown} failed to {action}: HTTP {status}: {body}"
             ) from exc
 
     def check(self) -> None:
@@ -254,7 +266,7 @@ class LabelStudioClient:
                 title=title, description=description, label_config=LABEL_CONFIG
             )
         if created.id is None:
-            raise LabelingError(f"Label Studio at {self.url} created a project without an id")
+            raise LabelingError(f"Label Studio at {self.shown} created a project without an id")
         logger.info("Created Label Studio project %r (id %d)", title, created.id)
         return int(created.id)
 
@@ -298,7 +310,7 @@ class LabelStudioClient:
             ids = list(getattr(response, "task_ids", None) or [])
             if len(ids) != len(chunk):
                 raise LabelingError(
-                    f"Label Studio at {self.url} returned {len(ids)} task ids "
+                    f"Label Studio at {self.shown} returned {len(ids)} task ids "
                     f"for {len(chunk)} imported tasks"
                 )
             task_ids.extend(int(i) for i in ids)
@@ -410,7 +422,7 @@ class LabelStudioClient:
                     id=task_id, result=result, lead_time=lead_time
                 )
         if annotation.id is None:
-            raise LabelingError(f"Label Studio at {self.url} created an annotation without id")
+            raise LabelingError(f"Label Studio at {self.shown} created an annotation without id")
         return int(annotation.id)
 
     def skip(self, task_id: int) -> int:
@@ -418,7 +430,7 @@ class LabelStudioClient:
         with self._errors("skip a task"):
             annotation = self._ls.annotations.create(id=task_id, result=[], was_cancelled=True)
         if annotation.id is None:
-            raise LabelingError(f"Label Studio at {self.url} created an annotation without id")
+            raise LabelingError(f"Label Studio at {self.shown} created an annotation without id")
         return int(annotation.id)
 
     def delete_task(self, task_id: int) -> None:

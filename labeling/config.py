@@ -6,9 +6,11 @@ can be used as training labels without any mapping.
 
 from __future__ import annotations
 
+from domain import LABELS
+
 __all__ = ["FROM_NAME", "LABEL_CHOICES", "LABEL_CONFIG", "TO_NAME"]
 
-LABEL_CHOICES: tuple[str, str, str] = ("negative", "neutral", "positive")
+LABEL_CHOICES: tuple[str, str, str] = LABELS
 """Sentiment labels, identical to the model's label strings (order = model class index)."""
 
 FROM_NAME = "sentiment"
@@ -17,14 +19,16 @@ FROM_NAME = "sentiment"
 TO_NAME = "text"
 """Name of the Text object the choices refer to."""
 
-LABEL_CONFIG: str = """<View>
+_CHOICES = "\n".join(
+    f'    <Choice value="{label.capitalize()}" alias="{label}" hotkey="{i}"/>'
+    for i, label in enumerate(LABEL_CHOICES, start=1)
+)
+LABEL_CONFIG: str = f"""<View>
   <Header value="Chat $chat_id"/>
   <Text name="meta" value="$meta"/>
   <Text name="text" value="$text"/>
   <Choices name="sentiment" toName="text" choice="single-radio" showInline="true" required="true">
-    <Choice value="Negative" alias="negative" hotkey="1"/>
-    <Choice value="Neutral" alias="neutral" hotkey="2"/>
-    <Choice value="Positive" alias="positive" hotkey="3"/>
+{_CHOICES}
   </Choices>
 </View>
 """

@@ -59,9 +59,9 @@ def problems(ctx: Context) -> list[str]:
 
 
 def _label_studio_down(ctx: Context) -> str | None:
-    url = ctx.settings.ls_url
+    url = ctx.settings.ls_url_shown
     try:
-        response = httpx.get(f"{url}/health", timeout=3)
+        response = httpx.get(f"{ctx.settings.ls_url}/health", timeout=3)
     except httpx.HTTPError as exc:
         where = "local server" if ctx.settings.local_label_studio else "SENTILOOP_LABEL_STUDIO_URL"
         return f"Label Studio unreachable at {url} ({where}): {type(exc).__name__}"

@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     )
     score_sample: int = Field(0, ge=0, description="Score at most this many chats a cycle (0=all).")
 
-    label_studio_url: str | None = Field(None, description="Remote Label Studio; default local.")
+    label_studio_url: SecretStr | None = Field(
+        None, description="Remote Label Studio; default local (it may carry a user and password)."
+    )
     label_studio_token: SecretStr | None = Field(None, description="API token (legacy token).")
     label_studio_port: int = Field(8080, ge=1, le=65535)
     label_studio_bin: Path | None = Field(None, description="label-studio executable.")
@@ -234,7 +236,7 @@ class Settings(BaseSettings):
     @property
     def ls_url(self) -> str:
         if self.label_studio_url:
-            return self.label_studio_url.rstrip("/")
+            return self.label_studio_url.get_secret_value().rstrip("/")
         state = self.label_studio_dir / "sentiloop-server.json"
         if state.exists():
             try:
@@ -242,6 +244,13 @@ class Settings(BaseSettings):
             except (ValueError, KeyError):
                 pass
         return f"http://127.0.0.1:{self.label_studio_port}"
+
+    @property
+    def ls_url_shown(self) -> str:
+        """The Label Studio URL for messages: no user or password in it."""
+        from labeling import shown_url
+
+        return shown_url(self.ls_url)
 
     @property
     def ls_token(self) -> str:

@@ -39,13 +39,14 @@ def label_studio(ctx: Context) -> tuple[LabelStudioClient, int, str]:
     recorded = store.label_studio_identity()
     if recorded is not None and recorded.get("identity") != identity:
         raise LabelStudioMismatch(
-            f"Label Studio at {settings.ls_url} holds {settings.project_title!r} as {identity}, "
+            f"Label Studio at {settings.ls_url_shown} holds {settings.project_title!r} as "
+            f"{identity}, "
             f"but this store's tasks were made in {recorded.get('identity')} at "
             f"{recorded.get('url')}: nothing was synced. If Label Studio was reset or replaced, "
             "`sentiloop labelstudio resync` re-creates the unanswered tasks there"
         )
-    if recorded is None or recorded.get("url") != settings.ls_url:
-        adopted = store.adopt_label_studio(identity, settings.ls_url)
+    if recorded is None or recorded.get("url") != settings.ls_url_shown:
+        adopted = store.adopt_label_studio(identity, settings.ls_url_shown)
         if adopted:
             logger.info("%d tasks and annotations recorded as from %s", adopted, identity)
     return client, project, identity
@@ -124,7 +125,7 @@ def resync(ctx: Context, progress: Progress) -> dict[str, Any]:
     project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
     identity = client.project_identity(project)
     recorded = store.label_studio_identity()
-    moved = store.resync(project, identity, settings.ls_url)
+    moved = store.resync(project, identity, settings.ls_url_shown)
     pushed = _push_pending(ctx, project, identity)
     return {
         "project": project,

@@ -51,3 +51,22 @@ def test_the_demo_says_where_the_password_is_but_not_what_it_is(tmp_path: Path) 
     assert PASSWORD not in text
     assert "credentials.json" in text
     store.dispose()
+
+
+def test_a_label_studio_url_with_a_password_is_never_shown(tmp_path: Path) -> None:
+    import socket
+
+    from labeling import LabelStudioClient, LabelStudioUnavailable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://annotator:{PASSWORD}@127.0.0.1:{port}"
+    settings = Settings(home=tmp_path, label_studio_url=url, label_studio_token="t" * 40)
+    assert PASSWORD not in repr(settings) and PASSWORD not in settings.ls_url_shown
+    client = LabelStudioClient(settings.ls_url, settings.ls_token, max_retries=0)
+    with pytest.raises(LabelStudioUnavailable) as info:
+        client.check()
+    assert PASSWORD not in str(info.value) and PASSWORD not in repr(client)
+    assert f"127.0.0.1:{port}" in str(info.value)
+    client.close()
