@@ -71,7 +71,7 @@ class RunStore(StoreBase):
                     select(Lease).where(col(Lease.name).in_({r.step for r in running}))
                 ).all()
             }
-        dead = []
+        suspects = []
         for run in running:
             lease = leases.get(run.step)
             alive = (
@@ -81,8 +81,21 @@ class RunStore(StoreBase):
                 and not (lease.host == host and not _pid_alive(lease.pid))
             )
             if not alive:
-                dead.append(run)
-        return dead
+                suspects.append(run)
+        if not suspects:
+            return []
+        # the reads above are separate snapshots (SQLite begins none for a SELECT): a run that
+        # finished in between released its lease after recording itself, so read it again
+        with self.session() as s:
+            still = set(
+                s.exec(
+                    select(CycleRun.id).where(
+                        col(CycleRun.id).in_([r.id for r in suspects]),
+                        CycleRun.status == "running",
+                    )
+                ).all()
+            )
+        return [r for r in suspects if r.id in still]
 
     def reap_dead_runs(self) -> list[CycleRun]:
         """Record the runs whose worker died as ``died`` (the next cycle redoes their work)."""

@@ -164,7 +164,8 @@ def test_start_twice_reuses_and_stop_from_another_process(
     assert other.stop() is True
     assert not server.state_path.exists()
     assert not other.running()
-    with pytest.raises(httpx.ConnectError):
+    # refused, or reset by a worker of the server that was still closing: nobody answers
+    with pytest.raises((httpx.ConnectError, httpx.ReadError)):
         httpx.get(f"{labelstudio.url}/health", timeout=2)
     assert other.stop() is False
 

@@ -111,3 +111,25 @@ def test_a_run_whose_worker_was_killed_is_recognised_at_once(sqlite_store: Store
             proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+def test_a_run_that_finishes_while_it_is_being_checked_is_not_called_dead(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run is read first, its lease next: a run that finishes in between has released
+    its lease by then, which must not make it look dead."""
+    with sqlite_store.lease("ingest") as lease:
+        run = sqlite_store.start_run("c5", "ingest", "manual", owner=lease.owner)
+    real_session = sqlite_store.session
+    calls = 0
+
+    def finish_between_the_reads() -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # after the running runs were read: the run finishes meanwhile
+            sqlite_store.finish_run(run, "ok", {})
+        return real_session()
+
+    # the lease was released above, as a finished run's is; the run still says running
+    monkeypatch.setattr(sqlite_store, "session", finish_between_the_reads)
+    assert sqlite_store.dead_runs("c5") == []
