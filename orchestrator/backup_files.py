@@ -16,6 +16,7 @@ from typing import Any, BinaryIO
 
 from orchestrator.context import Progress
 from orchestrator.errors import BackupError
+from store.snapshot import copy_sqlite
 
 MANIFEST = "sentiloop-backup.json"
 FORMAT = 1
@@ -124,17 +125,10 @@ class BackupWriter:
 
     def copy_sqlite(self, src: Path, rel: str) -> None:
         """A consistent copy of a live SQLite database (the online backup API)."""
-        target = self.path(rel)
-        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        source, dest = sqlite3.connect(src, timeout=30), sqlite3.connect(target)
         try:
-            source.backup(dest)
-            dest.execute("PRAGMA journal_mode=DELETE")
+            copy_sqlite(src, self.path(rel))
         except sqlite3.Error as exc:
             raise BackupError(f"could not copy the SQLite database {src}: {exc}") from exc
-        finally:
-            dest.close()
-            source.close()
         self.record(rel, private=True)
         self.advance(src.stat().st_size)
 

@@ -106,20 +106,26 @@ def _remove_unfinished(
         if tmp_name.match(entry.name) and entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
-    if path.is_symlink() or not path.is_dir():
-        pass
-    elif path.resolve() in referenced:
-        logger.warning("intent v%d names %s, which a version references: kept", intent.number, path)
-    elif _token(path) != intent.token:
-        logger.warning(
-            "%s was not written by the run of intent v%d: left alone", path, intent.number
-        )
-    else:
-        shutil.rmtree(path)
-        removed.append(path.name)
+    if path.is_dir() and not path.is_symlink():  # the run got as far as publishing
+        removed += _remove_published(path, intent, referenced)
     if removed:
         logger.warning("removed what an unfinished retrain left: %s", ", ".join(removed))
     return removed
+
+
+def _remove_published(path: Path, intent: CheckpointIntent, referenced: set[Path]) -> list[str]:
+    """An unfinished run's published directory goes only if it carries the intent's token
+    and no version references it."""
+    if path.resolve() in referenced:
+        logger.warning("intent v%d names %s, which a version references: kept", intent.number, path)
+        return []
+    if _token(path) != intent.token:
+        logger.warning(
+            "%s was not written by the run of intent v%d: left alone", path, intent.number
+        )
+        return []
+    shutil.rmtree(path)
+    return [path.name]
 
 
 def _token(path: Path) -> str | None:

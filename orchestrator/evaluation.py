@@ -8,11 +8,12 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from domain import LABELS
 from orchestrator.context import Context, Progress
 from orchestrator.errors import StepError
 from store import (
@@ -20,11 +21,6 @@ from store import (
     TrainingExample,
     parse_file,
 )
-
-if TYPE_CHECKING:
-    pass
-
-from domain import LABELS
 
 logger = logging.getLogger(__name__)
 

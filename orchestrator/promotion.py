@@ -7,21 +7,17 @@ from __future__ import annotations
 import getpass
 import logging
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orchestrator.context import Context
 from orchestrator.errors import StepError
+from orchestrator.evaluation import gate
 from store import (
     ModelVersion,
     Promotion,
     PromotionConflict,
     StoreError,
 )
-
-if TYPE_CHECKING:
-    pass
-
-from orchestrator.evaluation import gate
 
 logger = logging.getLogger(__name__)
 

@@ -136,20 +136,22 @@ def resync(ctx: Context, progress: Progress) -> dict[str, Any]:
     }
 
 
-def _adopt_imported(ctx: Context, project: int, instance: str) -> list[LabelTask]:
+def _adopt_imported(
+    ctx: Context, project: int, instance: str, listing: dict[str, list[int]] | None = None
+) -> list[LabelTask]:
     """Pending tasks that a crashed run already imported are recorded as pushed (a task of
-    the chat that this store never recorded: known ones are history). Returns the pending
-    tasks still to import."""
+    the chat that this store never recorded: known ones are history). ``listing`` is the
+    project's tasks by chat id when the caller has it already. Returns the pending tasks
+    still to import."""
     store = ctx.store
     pending = store.pending_tasks(project)
     if not pending:
         return []
     chats = store.chats_by_id([t.chat_id for t in pending])
     known = store.known_ls_task_ids(instance)
-    existing = {
-        source: [tid for tid in ids if tid not in known]
-        for source, ids in ctx.labeling().tasks_by_chat_id(project).items()
-    }
+    if listing is None:
+        listing = ctx.labeling().tasks_by_chat_id(project)
+    existing = {source: [tid for tid in ids if tid not in known] for source, ids in listing.items()}
     adopted = {
         t.chat_id: existing[chats[t.chat_id].source_id][0]
         for t in pending
@@ -213,7 +215,11 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
     # the upsert by annotation id makes the overlap free of double counting
     since = cursor - PULL_OVERLAP if cursor else None
     items = client.annotations_since(project, since)
-    _adopt_imported(ctx, project, instance)  # answers to a task a crashed push imported
+    # one listing of the project's tasks serves both the adoption of tasks a crashed push
+    # imported (their answers come now) and noticing deleted ones (recorded before listing)
+    recorded = store.in_label_studio(project, instance)
+    listing = client.tasks_by_chat_id(project)
+    _adopt_imported(ctx, project, instance, listing)
     by_task = store.task_chat_map(project, instance)
     rows, unknown = [], 0
     for a in items:
@@ -236,8 +242,8 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
     counts = store.upsert_annotations(project, rows, instance)
     if items:
         store.set_cursor(cursor_name, max(a.updated_at for a in items))
-    present = {tid for ids in client.tasks_by_chat_id(project).values() for tid in ids}
-    changes = store.release_deleted(project, instance, present)
+    present = {tid for ids in listing.values() for tid in ids}
+    changes = store.release_deleted(recorded, present)
     return {
         "project": project,
         "fetched": len(items),

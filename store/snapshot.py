@@ -29,6 +29,7 @@ from store.store import Store
 
 __all__ = [
     "StoreSnapshot",
+    "copy_sqlite",
     "dump_postgres",
     "forget_processes",
     "has_data",
@@ -111,22 +112,28 @@ def _read(conn: Connection, what: str) -> StoreSnapshot:
     return StoreSnapshot(what, revision, versions)
 
 
+def copy_sqlite(src: Path, dest: Path) -> None:
+    """A consistent copy of a live SQLite database into a new file ``dest``, private (0600)
+    from its creation: SQLite's online backup API, so writers may go on meanwhile. The copy
+    is left in rollback-journal mode, one self-contained file. Raises sqlite3.Error."""
+    os.close(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    source, target = sqlite3.connect(src, timeout=30), sqlite3.connect(dest)
+    try:
+        source.backup(target)
+        target.execute("PRAGMA journal_mode=DELETE")
+    finally:
+        target.close()
+        source.close()
+
+
 def snapshot_sqlite(store: Store, dest: Path) -> StoreSnapshot:
     """Copy the SQLite store to ``dest`` (created 0600) with the online backup API: a
     consistent copy while workers keep writing. The copy is left in rollback-journal mode
     so it is one self-contained file."""
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.close(fd)
-    source = sqlite3.connect(sqlite_file(store), timeout=30)
-    target = sqlite3.connect(dest)
     try:
-        source.backup(target)
-        target.execute("PRAGMA journal_mode=DELETE")
+        copy_sqlite(sqlite_file(store), dest)
     except sqlite3.Error as exc:
         raise StoreError(f"could not copy the SQLite store {store.safe_url}: {exc}") from exc
-    finally:
-        target.close()
-        source.close()
     engine = create_engine(f"sqlite:///{dest}")
     try:
         with engine.connect() as conn:

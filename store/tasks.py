@@ -161,15 +161,25 @@ class TaskStore(StoreBase):
 
     # -- a task's life ------------------------------------------------------------------------
 
+    def in_label_studio(self, project_id: int, instance: str) -> list[LabelTask]:
+        """Tasks recorded as imported into this Label Studio project and not history yet."""
+        return [
+            t
+            for t in self.tasks(project_id, ["pushed", "skipped", "annotated"])
+            if t.ls_instance == instance
+        ]
+
     def release_deleted(
-        self, project_id: int, instance: str, existing: Collection[int]
+        self, recorded: Sequence[LabelTask], existing: Collection[int]
     ) -> TaskChanges:
-        """Tasks recorded as in Label Studio that are no longer there: one not answered is
-        ``deleted`` (its chat may be chosen again); an answered one keeps its labels."""
+        """Of the ``recorded`` tasks (:meth:`in_label_studio`, read before Label Studio was
+        listed, so a push running meanwhile adds none that the listing could miss), those
+        not ``existing`` there any more: one not answered is ``deleted`` (its chat may be
+        chosen again); an answered one keeps its labels."""
         present = set(existing)
         deleted = kept = 0
-        for task in self.tasks(project_id, ["pushed", "skipped", "annotated"]):
-            if task.ls_instance != instance or task.ls_task_id in present:
+        for task in recorded:
+            if task.ls_task_id in present:
                 continue
             if task.state == "annotated":
                 kept += 1

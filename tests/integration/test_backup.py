@@ -6,24 +6,22 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 from sqlmodel import select
 
 from labeling import LabelStudioServer, copy_data_dir
 from store import Annotation, Store
 from tests.installation import install, installed_state
-from tests.integration import loop as loop_mod
 from tests.integration.conftest import (
     TEST_PASSWORD,
     TEST_TOKEN,
     TEST_USERNAME,
     LabelStudioInstance,
     free_port,
+    scratch_database,
 )
 from tests.integration.loop import Loop, make_loop
 
@@ -156,14 +154,8 @@ def test_an_installation_survives_backup_wipe_and_restore(
 @pytest.fixture
 def another_postgres_url() -> Iterator[str]:
     """A second, empty database to restore into."""
-    name = f"sentiloop_restore_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(loop_mod.PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    yield loop_mod.PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with scratch_database("sentiloop_restore") as url:
+        yield url
 
 
 def test_postgres_store_backup_and_restore(
