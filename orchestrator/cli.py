@@ -24,12 +24,15 @@ from domain import LABELS
 from orchestrator.cli_common import console, err, fmt, load_or_exit, open_store, or_exit
 from orchestrator.cli_install import backup, ls_app, restore
 from orchestrator.cli_models import models_app
+from orchestrator.cli_serve import keys_app, serve
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (they print a table).")
 app.add_typer(ls_app, name="labelstudio")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
+app.add_typer(keys_app, name="keys")
+app.command()(serve)
 app.command()(backup)
 app.command()(restore)
 

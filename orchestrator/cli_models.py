@@ -153,6 +153,13 @@ def models_show(number: int) -> None:
             f"gate vs production v{production.number}",
             ("PASS " if now["passed"] else "FAIL ") + now["reason"],
         )
+    for stat in or_exit(lambda: ctx.store.shadow_stats(number)):
+        n = max(stat.messages, 1)
+        table.add_row(
+            f"shadow vs v{stat.production}",
+            f"{stat.messages:,} live messages: agrees {stat.agreed / n:.1%}; strongly negative "
+            f"{stat.escalated / n:.1%} (production {stat.production_escalated / n:.1%})",
+        )
     for rec in ctx.store.promotions(limit=200):
         if rec.version == number:
             table.add_row(

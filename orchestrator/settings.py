@@ -120,6 +120,46 @@ class Settings(BaseSettings):
     label_studio_password: SecretStr | None = None
     project_title: str = "sentiloop chat sentiment"
 
+    serve_host: str = Field("127.0.0.1", description="Address `sentiloop serve` binds.")
+    serve_port: int = Field(8000, ge=0, le=65535)
+    serve_poll_seconds: float = Field(
+        1.0, gt=0, le=3600, description="How often the service reads the registry."
+    )
+    serve_retry_seconds: float = Field(
+        30.0, ge=0, description="A version that failed to load is retried after this long."
+    )
+    serve_max_batch: int = Field(64, ge=1, le=4096, description="Messages per model call.")
+    serve_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="Longest a request waits for others to batch with."
+    )
+    serve_max_messages: int = Field(256, ge=1, le=100_000, description="Messages per request.")
+    serve_max_text_chars: int = Field(5000, ge=1, le=1_000_000)
+    serve_max_body_bytes: int = Field(1_048_576, ge=1024, le=1 << 30)
+    serve_shadow_share: float = Field(
+        0.1, ge=0, le=1, description="Share of traffic also scored by the waiting candidate."
+    )
+    serve_feed_pool: bool = Field(False, description="Write served customer messages to the pool.")
+    serve_history_turns: int = Field(20, ge=1, le=1000, description="Turns kept per conversation.")
+    serve_history_ttl_seconds: float = Field(
+        3600.0, gt=0, description="A conversation untouched this long is forgotten."
+    )
+    serve_max_conversations: int = Field(100_000, ge=1, description="Conversations remembered.")
+    serve_graceful_seconds: float = Field(
+        30.0, ge=0, description="Shutdown waits this long for in-flight requests."
+    )
+    serve_access_log: bool = Field(True, description="One JSON line per request (no text).")
+    route_strong_negative: float = Field(
+        0.9, gt=0, le=1, description="Escalate when a turn's P(negative) reaches this."
+    )
+    route_low_mean: float = Field(
+        0.3, ge=0, le=1, description="Escalate when the window's mean score is at most this."
+    )
+    route_fall: float = Field(
+        0.4, gt=0, le=1, description="Escalate when the score fell this much in the window."
+    )
+    route_window: int = Field(3, ge=1, le=100, description="Customer turns the rules look at.")
+    route_min_turns: int = Field(2, ge=1, le=100, description="Turns before the window rules.")
+
     schedule_seconds: float = Field(3600.0, gt=0, description="Celery beat cycle interval.")
     worker_concurrency: int = Field(1, ge=1)
     log_level: str = "INFO"

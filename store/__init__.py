@@ -18,6 +18,7 @@ from store.intake import IngestReport, ingest_file
 from store.models import (
     Annotation,
     AnnotationHistory,
+    ApiKey,
     Chat,
     CycleRun,
     LabelTask,
@@ -25,6 +26,7 @@ from store.models import (
     Prediction,
     Promotion,
     SelectionRound,
+    ShadowStat,
     utcnow,
 )
 from store.runs import WORKER_LEASE_PREFIX, holder_gone
@@ -34,16 +36,20 @@ from store.store import (
     Candidates,
     IngestCounts,
     PredictionIn,
+    ShadowCounts,
     Store,
     TrainingExample,
 )
+from store.versions import PRODUCTION_CHANNEL
 
 __all__ = [
+    "PRODUCTION_CHANNEL",
     "WORKER_LEASE_PREFIX",
     "Annotation",
     "AnnotationCounts",
     "AnnotationHistory",
     "AnnotationIn",
+    "ApiKey",
     "Candidates",
     "Chat",
     "ChatIn",
@@ -64,6 +70,8 @@ __all__ = [
     "PromotionConflict",
     "RowError",
     "SelectionRound",
+    "ShadowCounts",
+    "ShadowStat",
     "Store",
     "StoreError",
     "TrainingExample",

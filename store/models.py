@@ -256,3 +256,41 @@ class LoopState(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=64)
     value: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class ApiKey(SQLModel, table=True):
+    """A key the chat platform sends to the service. Only its sha256 is kept: the key itself
+    is shown once, at creation. A revoked key stays for the audit; its name may be reused."""
+
+    __table_args__ = (
+        Index(
+            "uq_apikey_active_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    key_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=16)  # the key's first characters, to tell keys apart
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
+
+
+class ShadowStat(SQLModel, table=True):
+    """How a candidate version answered live traffic beside production (shadow scoring):
+    counts summed over every service process, per (candidate, production) pair."""
+
+    __table_args__ = (UniqueConstraint("version", "production", name="uq_shadowstat_pair"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    version: int = Field(index=True)
+    production: int
+    messages: int = 0
+    agreed: int = 0  # same label as production
+    escalated: int = 0  # turns the candidate would escalate on its own
+    production_escalated: int = 0
+    updated_at: datetime = Field(default_factory=utcnow)

@@ -16,6 +16,7 @@ from store.base import StoreBase
 from store.chats import Candidates, ChatStore, IngestCounts, PredictionIn
 from store.models import Annotation, Chat, LabelTask, ModelVersion, Prediction
 from store.runs import RunStore
+from store.service import ServiceStore, ShadowCounts
 from store.tasks import TaskChanges, TaskStore
 from store.versions import VersionStore
 
@@ -25,6 +26,7 @@ __all__ = [
     "Candidates",
     "IngestCounts",
     "PredictionIn",
+    "ShadowCounts",
     "Store",
     "StoreBase",
     "TaskChanges",
@@ -32,7 +34,7 @@ __all__ = [
 ]
 
 
-class Store(ChatStore, TaskStore, AnnotationStore, VersionStore, RunStore):
+class Store(ChatStore, TaskStore, AnnotationStore, VersionStore, RunStore, ServiceStore):
     """Owns the engine. Methods open short sessions; nothing here holds a transaction open."""
 
     def counts(self) -> dict[str, int]:

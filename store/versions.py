@@ -37,6 +37,10 @@ def _set_state(session: Session, name: str, value: dict[str, Any]) -> None:
         session.add(row)
 
 
+#: PostgreSQL channel notified (at commit) on every promotion and rollback: services LISTEN on
+#: it to switch versions at once instead of at their next poll of the registry.
+PRODUCTION_CHANNEL = "sentiloop_production"
+
 #: Key of the PostgreSQL advisory lock that serialises promotions.
 _PROMOTION_LOCK = 0x5E171007
 
@@ -198,6 +202,8 @@ class VersionStore(StoreBase):
             s.add(record)
             if pause is not None:
                 _set_state(s, AUTO_PROMOTION_PAUSE, {**pause, "at": utcnow().isoformat()})
+            if self.engine.dialect.name == "postgresql":
+                s.execute(sa_text(f"NOTIFY {PRODUCTION_CHANNEL}"))  # delivered at commit
             s.commit()
             s.refresh(record)
             return record
