@@ -145,6 +145,9 @@ def run_demo(
 
         signal = stopping_signal(Context.from_settings(settings))
         console.print(f"stopping criterion: {stopping_text(signal, settings.stop_when_stable)}")
+        from orchestrator.demo_serve import run_service_demo
+
+        run_service_demo(console, settings, store)
         console.print(where_to_look(settings, url, store), soft_wrap=True)
     finally:
         stop_worker(worker)
@@ -165,6 +168,8 @@ def where_to_look(settings: Settings, url: str, store: Any) -> str:
         + (f"  (production v{production.number})" if production else "")
         + f"\n  inspect: SENTILOOP_HOME={home} bin/sentiloop status   (also: models list, "
         "models show N)\n"
+        f"  serve the production version: SENTILOOP_HOME={home} bin/sentiloop serve  "
+        "(key: bin/sentiloop keys create NAME)\n"
         f"  stop Label Studio: SENTILOOP_HOME={home} bin/sentiloop labelstudio down"
     )
 
