@@ -149,15 +149,15 @@ class Settings(BaseSettings):
     )
     serve_access_log: bool = Field(True, description="One JSON line per request (no text).")
     route_strong_negative: float = Field(
-        0.9, gt=0, le=1, description="Escalate when a turn's P(negative) reaches this."
+        0.85, gt=0, le=1, description="Escalate when a turn's P(negative) reaches this."
     )
     route_low_mean: float = Field(
-        0.3, ge=0, le=1, description="Escalate when the window's mean score is at most this."
+        0.2, ge=0, le=1, description="Escalate when the window's mean score is at most this."
     )
     route_fall: float = Field(
         0.4, gt=0, le=1, description="Escalate when the score fell this much in the window."
     )
-    route_window: int = Field(3, ge=1, le=100, description="Customer turns the rules look at.")
+    route_window: int = Field(2, ge=1, le=100, description="Customer turns the rules look at.")
     route_min_turns: int = Field(2, ge=1, le=100, description="Turns before the window rules.")
 
     schedule_seconds: float = Field(3600.0, gt=0, description="Celery beat cycle interval.")

@@ -104,7 +104,7 @@ class Guard:
                     json.dumps(
                         {
                             "method": scope["method"],
-                            "path": route if route != "other" else "other",
+                            "path": route,
                             "status": status,
                             "ms": round(elapsed * 1000, 2),
                             "key": state.get("key_name"),

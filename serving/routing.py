@@ -39,10 +39,10 @@ class RoutingPolicy:
     at least ``fall`` within that window down to a latest score of at most ``low_mean``.
     """
 
-    strong_negative: float = 0.9
-    low_mean: float = 0.3
+    strong_negative: float = 0.85
+    low_mean: float = 0.2
     fall: float = 0.4
-    window: int = 3
+    window: int = 2
     min_turns: int = 2
 
 
