@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
-	bench-active-learning bench-ingest chaos
+	bench-active-learning bench-ingest bench-serving bench-routing chaos
 
 setup:
 	@bash scripts/setup.sh
@@ -40,8 +40,14 @@ chaos: setup
 bench-ingest: setup
 	$(PY) -m benchmarks.ingest $(BENCH_ARGS)
 
+bench-serving: setup
+	$(PY) -m benchmarks.serving $(BENCH_ARGS)
+
 bench-active-learning: setup
 	$(PY) -m benchmarks.active_learning $(BENCH_ARGS)
+
+bench-routing: setup
+	$(PY) -m benchmarks.routing $(BENCH_ARGS)
 
 clean:
 	rm -rf var .venv .venv-labelstudio .pytest_cache .mypy_cache .ruff_cache

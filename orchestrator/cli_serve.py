@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Annotated
 
@@ -55,6 +56,10 @@ def serve(
 ) -> None:
     """Serve sentiment and escalation routing from the production version over HTTP; follows
     every promotion and rollback without a restart."""
+    # torch's OpenMP threads spin while they wait for each other; next to a worker or a load
+    # balancer on the same cores that made one message take 505 ms instead of 9 ms (measured,
+    # docs/benchmarks/serving.md). Passive waiting costs nothing measurable when alone.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import uvicorn
 
     from serving import create_app

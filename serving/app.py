@@ -80,6 +80,8 @@ class Guard:
                     await response(scope, receive, send_wrapper)
                     return
                 state["key_name"] = name
+                self.service.in_flight += 1
+                state["counted"] = True
             body = await self._read_body(receive)
             if body is None:
                 response = _error(
@@ -91,6 +93,8 @@ class Guard:
             else:
                 await self.app(scope, _replay(body, receive), send_wrapper)
         finally:
+            if state.pop("counted", False):
+                self.service.in_flight -= 1
             elapsed = time.perf_counter() - started
             m = self.service.metrics
             m.latency.labels(route).observe(elapsed)

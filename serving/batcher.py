@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from serving.errors import NotReady
 from serving.follower import ServedModel
+from serving.memory import Trimmer
 
 __all__ = ["MicroBatcher", "Scored"]
 
@@ -53,11 +54,17 @@ class MicroBatcher:
         max_batch: int = 64,
         max_wait_s: float = 0.002,
         on_batch: Callable[[ServedModel, list[str], npt.NDArray[np.float64]], None] | None = None,
+        arriving: Callable[[], int] | None = None,
     ) -> None:
         self.current = current
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.on_batch = on_batch
+        # requests received but not yet answered (the HTTP layer counts them); a batch waits
+        # for company only while more of them are on their way than it holds, so a lone
+        # request never waits (measured: the 2 ms wait was 15 % of a lone request's time)
+        self.arriving = arriving
+        self.trimmer = Trimmer()
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiloop-infer")
         self._task: asyncio.Task[None] | None = None
@@ -97,7 +104,7 @@ class MicroBatcher:
                 job = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 remaining = deadline - loop.time()
-                if remaining <= 0:
+                if remaining <= 0 or (self.arriving is not None and self.arriving() <= len(jobs)):
                     break
                 try:
                     job = await asyncio.wait_for(self._queue.get(), remaining)
@@ -108,6 +115,12 @@ class MicroBatcher:
             jobs.append(job)
             size += len(job.texts)
         return jobs, False
+
+    def _predict(self, model: ServedModel, texts: list[str]) -> npt.NDArray[np.float64]:
+        try:
+            return model.predict(texts)
+        finally:
+            self.trimmer.maybe()
 
     async def _run(self, jobs: list[_Job]) -> None:
         live = [j for j in jobs if not j.future.done()]  # a client that went away
@@ -121,7 +134,7 @@ class MicroBatcher:
         texts = [t for j in live for t in j.texts]
         try:
             probs = await asyncio.get_running_loop().run_in_executor(
-                self._executor, model.predict, texts
+                self._executor, self._predict, model, texts
             )
         except Exception as exc:
             logger.exception("scoring a batch of %d messages failed", len(texts))

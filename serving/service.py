@@ -82,6 +82,8 @@ class Service:
             ttl_seconds=options.history_ttl_seconds,
         )
         self.batcher: MicroBatcher | None = None
+        #: API requests received and not yet answered (kept by the HTTP layer)
+        self.in_flight = 0
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -95,6 +97,7 @@ class Service:
             max_batch=self.options.max_batch,
             max_wait_s=self.options.batch_wait_s,
             on_batch=self._observe,
+            arriving=lambda: self.in_flight,
         )
         self.batcher.start()
 

@@ -168,3 +168,18 @@ def test_no_model_yet_is_a_clear_error() -> None:
 
     with pytest.raises(NotReady):
         asyncio.run(main())
+
+
+def test_a_lone_request_does_not_wait_for_company() -> None:
+    calls: list[int] = []
+    model: Any = FakeModel(1, calls)
+
+    async def main() -> None:
+        # a wait of a minute, but nobody else is on the way: answered at once
+        batcher = MicroBatcher(lambda: model, max_wait_s=60, arriving=lambda: 1)
+        batcher.start()
+        await asyncio.wait_for(batcher.score(["x:0.5"]), timeout=10)
+        await batcher.stop()
+
+    asyncio.run(main())
+    assert calls == [1]
