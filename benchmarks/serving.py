@@ -85,14 +85,16 @@ def memory_phase(load: Load, url: str, pid: int, args: argparse.Namespace) -> di
     after_warmup = rss_mb(pid)
     started = time.monotonic()
     futures = load.start(url, args.memory_clients, total=args.memory_requests)
-    peak = after_warmup
+    samples: list[float] = []  # one a second: a curve tells growth from a plateau
     while not all(f.done() for f in futures):
         time.sleep(1.0)
-        peak = max(peak, rss_mb(pid))
+        samples.append(rss_mb(pid))
     records, cpu = load.collect(futures)
     end = rss_mb(pid)
     result = stats(records, started, cpu)
-    result.update(rss_after_warmup=after_warmup, rss_end=end, rss_peak=peak)
+    tenths = [samples[min(len(samples) - 1, len(samples) * k // 10)] for k in range(1, 10)]
+    result.update(rss_after_warmup=after_warmup, rss_end=end, rss_tenths=tenths)
+    result["rss_peak"] = max([after_warmup, end, *samples])
     result["rss_ratio"] = end / after_warmup
     return result
 
@@ -339,6 +341,10 @@ def benchmark(
             f"service RSS {mem['rss_after_warmup']:.0f} MB after warm-up, "
             f"{mem['rss_end']:.0f} MB at the end (peak {mem['rss_peak']:.0f} MB), "
             f"{mem['rss_ratio']:.3f}x"
+        )
+        print(
+            "  RSS at each tenth of the phase (MB): "
+            + ", ".join(f"{x:.0f}" for x in mem["rss_tenths"])
         )
     swap = swap_phase(load, urls["service"], store, args)
     print_swaps(swap, args)
