@@ -218,14 +218,7 @@ class ModelFollower:
         return current.version if current is not None else None
 
     def _newest_candidate(self, production: ModelVersion | None) -> ModelVersion | None:
-        """The version waiting for promotion: the newest candidate above production."""
-        floor = production.number if production is not None else 0
-        waiting = [
-            v
-            for v in self.store.versions()
-            if v.status == "candidate" and v.number > floor and not v.checkpoint_deleted
-        ]
-        return max(waiting, key=lambda v: v.number) if waiting else None
+        return self.store.newest_candidate(production.number if production is not None else 0)
 
     @staticmethod
     def _serves(model: ServedModel | None, version: ModelVersion) -> bool:

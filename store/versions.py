@@ -82,6 +82,22 @@ class VersionStore(StoreBase):
                 .order_by(col(ModelVersion.number).desc())
             ).first()
 
+    def newest_candidate(self, above: int) -> ModelVersion | None:
+        """The version waiting for promotion: the newest candidate numbered above ``above``
+        (production's number) whose checkpoint still exists. Read every second by each
+        service, so one indexed row, not every version with its lineage."""
+        with self.session() as s:
+            return s.exec(
+                select(ModelVersion)
+                .where(
+                    ModelVersion.status == "candidate",
+                    col(ModelVersion.number) > above,
+                    ModelVersion.checkpoint_deleted == False,  # noqa: E712
+                )
+                .order_by(col(ModelVersion.number).desc())
+                .limit(1)
+            ).first()
+
     def set_gate(self, number: int, gate: dict[str, Any]) -> None:
         with self.session() as s:
             s.exec(update(ModelVersion).where(col(ModelVersion.number) == number).values(gate=gate))

@@ -183,3 +183,25 @@ def test_a_lone_request_does_not_wait_for_company() -> None:
 
     asyncio.run(main())
     assert calls == [1]
+
+
+def test_the_newest_candidate_above_production_is_the_shadow(sqlite_store: Store) -> None:
+    import uuid
+
+    from store import ModelVersion
+
+    for n in (1, 2, 3, 4):
+        sqlite_store.add_version(
+            ModelVersion(
+                number=n,
+                base_model="b",
+                checkpoint_path=f"/m/v{n}",
+                weights_sha256="0" * 64,
+                data_fingerprint=uuid.uuid4().hex,
+            )
+        )
+    sqlite_store.promote(2, actor="t")
+    sqlite_store.mark_checkpoint_deleted(4)
+    assert sqlite_store.newest_candidate(2).number == 3  # type: ignore[union-attr]
+    sqlite_store.promote(3, actor="t")
+    assert sqlite_store.newest_candidate(3) is None  # v4's files are gone; v1, v2 are older
