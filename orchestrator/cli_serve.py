@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -13,10 +13,13 @@ from rich.table import Table
 from orchestrator.cli_common import console, err, load_or_exit, open_store, or_exit
 from orchestrator.settings import Settings
 
+if TYPE_CHECKING:
+    from serving import Service
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the service.")
 
 
-def build_service(settings: Settings):  # type: ignore[no-untyped-def]
+def build_service(settings: Settings) -> Service:
     """The service on these settings (one place, shared by `serve`, the demo and tests)."""
     from serving import Limits, RoutingPolicy, Service, ServiceOptions, scorer_factory
 

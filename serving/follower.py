@@ -159,13 +159,27 @@ class ModelFollower:
             yield sleep
             return
 
+        lost = False
+
         def wait(timeout: float) -> None:
-            try:
-                for _ in connection.notifies(timeout=timeout, stop_after=1):
-                    pass
-            except Exception as exc:  # a dropped connection: fall back to polling
-                logger.warning("lost the promotion channel (%s); polling", type(exc).__name__)
+            nonlocal lost
+            if lost:
                 self._stop.wait(timeout)
+                return
+            # in slices, so that stop() is not kept waiting for a long poll interval
+            deadline = time.monotonic() + timeout
+            while not self._stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                try:
+                    for _ in connection.notifies(timeout=min(remaining, 0.5), stop_after=1):
+                        return  # a promotion or rollback committed
+                except Exception as exc:  # a dropped connection: fall back to polling
+                    logger.warning("lost the promotion channel (%s); polling", type(exc).__name__)
+                    lost = True
+                    self._stop.wait(remaining)
+                    return
 
         try:
             yield wait
