@@ -4,6 +4,12 @@ Deliberately free of torch/Celery/SQLModel and of other sentiloop packages (but 
 the shared names) so it can be used (and tested) on its own.
 """
 
+from labeling.backends import (
+    BACKEND_TITLE,
+    BackendLink,
+    connect_ml_backend,
+    retrieve_predictions,
+)
 from labeling.client import (
     IMPORT_CHUNK_SIZE,
     AnnotationOut,
@@ -23,6 +29,7 @@ from labeling.errors import (
 from labeling.server import STATE_FILE, LabelStudioServer, clean_env, copy_data_dir, parse_port
 
 __all__ = [
+    "BACKEND_TITLE",
     "FROM_NAME",
     "IMPORT_CHUNK_SIZE",
     "LABEL_CHOICES",
@@ -30,6 +37,7 @@ __all__ = [
     "STATE_FILE",
     "TO_NAME",
     "AnnotationOut",
+    "BackendLink",
     "LabelStudioAuthError",
     "LabelStudioClient",
     "LabelStudioServer",
@@ -39,8 +47,10 @@ __all__ = [
     "PredictionIn",
     "TaskIn",
     "clean_env",
+    "connect_ml_backend",
     "copy_data_dir",
     "next_cursor",
     "parse_port",
+    "retrieve_predictions",
     "shown_url",
 ]

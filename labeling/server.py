@@ -75,6 +75,8 @@ def clean_env(
             "LABEL_STUDIO_USER_TOKEN": token,
             "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
             "SSRF_PROTECTION_ENABLED": "false",
+            # the embedded setup's ML backend (`sentiloop serve`) runs on this machine
+            "ML_BLOCK_LOCAL_IP": "false",
             "LATEST_VERSION_CHECK": "false",
             "COLLECT_ANALYTICS": "false",
             "SENTRY_DSN": "",

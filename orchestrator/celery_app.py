@@ -21,6 +21,7 @@ MODEL_TASKS = (
     "sentiloop.score_shard",
     "sentiloop.score_collect",
     "sentiloop.retrain",
+    "sentiloop.retrain_on_labels",
     "sentiloop.evaluate",
 )
 
@@ -52,7 +53,12 @@ def make_app() -> Celery:
                 "task": "sentiloop.cycle",
                 "schedule": settings.schedule_seconds,
                 "kwargs": {"trigger": "beat"},
-            }
+            },
+            "sentiloop-labels": {
+                "task": "sentiloop.on_labels",
+                "schedule": settings.labels_check_seconds,
+                "kwargs": {"trigger": "beat"},
+            },
         },
         beat_schedule_filename=str(settings.home_dir / "celerybeat-schedule"),
         include=["orchestrator.tasks"],

@@ -63,6 +63,87 @@ def labelstudio_resync() -> None:
     )
 
 
+@ls_app.command("connect")
+def labelstudio_connect(
+    backend_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Where Label Studio reaches `sentiloop serve` "
+            "(default http://SENTILOOP_SERVE_HOST:SENTILOOP_SERVE_PORT)."
+        ),
+    ] = None,
+    label_studio: Annotated[
+        str | None,
+        typer.Option(help="A Label Studio other than the configured one (its URL)."),
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Its API token (with --label-studio).", envvar=None)
+    ] = None,
+    project: Annotated[
+        int | None, typer.Option(help="Its project id (default: this loop's project).")
+    ] = None,
+) -> None:
+    """Connect the service's ML backend to the Label Studio project: Label Studio then asks
+    the production version for predictions, and tells the loop of every annotation (a
+    webhook). `sentiloop serve` must be running. With SENTILOOP_ML_BACKEND_AUTH (default on)
+    a new API key named `labelstudio` is made and given to Label Studio (never shown)."""
+    import time
+
+    from labeling import LabelingError, LabelStudioClient, connect_ml_backend
+    from serving import new_key
+
+    settings = load_or_exit()
+    if (label_studio is None) != (token is None):
+        err.print("[red]error:[/] --label-studio and --token go together")
+        raise typer.Exit(2)
+    host = "127.0.0.1" if settings.serve_host in ("0.0.0.0", "::") else settings.serve_host
+    url = backend_url or f"http://{host}:{settings.serve_port}"
+    client = LabelStudioClient(
+        label_studio or settings.ls_url,
+        token or settings.ls_token,
+        where="--label-studio" if label_studio else "SENTILOOP_LABEL_STUDIO_URL",
+    )
+    with client:
+        project_id = project or or_exit(
+            lambda: client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+        )
+        auth = None
+        if settings.ml_backend_auth:
+            from orchestrator.cli_common import open_store
+
+            store = open_store(settings)
+            or_exit(store.init)
+            key, key_hash, prefix = new_key()
+            store.revoke_api_key(BACKEND_KEY_NAME)
+            or_exit(lambda: store.add_api_key(BACKEND_KEY_NAME, key_hash, prefix))
+            auth = (BACKEND_KEY_NAME, key)
+        # the service reads new keys every SENTILOOP_SERVE_POLL_SECONDS: until then, 401
+        deadline = time.monotonic() + settings.serve_poll_seconds + 5
+        while True:
+            try:
+                link = connect_ml_backend(client, project_id, url, auth=auth)
+                break
+            except LabelingError as exc:
+                if (
+                    auth is None
+                    or "authentication" not in str(exc)
+                    or (time.monotonic() > deadline)
+                ):
+                    err.print(f"[red]error:[/] {exc}", markup=False)
+                    raise typer.Exit(1) from None
+                time.sleep(1)
+    console.print(
+        f"ML backend {url} {'connected to' if link.created else 'updated on'} project "
+        f"{project_id} at {client.shown} (state {link.state}, model {link.model_version}); "
+        f"annotations reach the loop through {url}/webhook",
+        markup=False,
+    )
+
+
+#: The API key `labelstudio connect` gives Label Studio (made anew at every connect).
+BACKEND_KEY_NAME = "labelstudio"
+
+
 def _server(settings: Settings) -> Any:
     from labeling import LabelStudioServer
 

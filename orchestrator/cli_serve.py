@@ -79,7 +79,15 @@ def serve(
         access.addHandler(handler)
         access.setLevel(logging.INFO)
     logging.getLogger("serving").setLevel(logging.INFO)
-    app = create_app(build_service(settings), max_body_bytes=settings.serve_max_body_bytes)
+    service = build_service(settings)
+    from orchestrator.tasks import ring_for_labels
+
+    app = create_app(
+        service,
+        max_body_bytes=settings.serve_max_body_bytes,
+        on_annotation=ring_for_labels(service.store),
+        ml_backend_auth=settings.ml_backend_auth,
+    )
     bind_host = host or settings.serve_host
     bind_port = settings.serve_port if port is None else port
     err.print(f"sentiloop serve: http://{bind_host}:{bind_port} (store {store.safe_url})")

@@ -52,9 +52,10 @@ def choose_mode(ctx: Context, production: ModelVersion | None) -> tuple[str, str
         current = ctx.store.version(current.parent) if current.parent else None
     if chain + 1 >= settings.full_every:
         return "full", f"{chain} incremental versions in a row (SENTILOOP_FULL_EVERY)"
-    latest = ctx.store.versions()[-1]
+    latest = ctx.store.newest_version()
     if (
-        latest.mode == "incremental"
+        latest is not None
+        and latest.mode == "incremental"
         and latest.status == "candidate"
         and not latest.gate.get("passed", True)
     ):
@@ -131,14 +132,12 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     mode, why = choose_mode(ctx, production)
     full_config, incremental_config = train_configs(settings)
     if mode == "incremental" and production is not None:
-        seen = set(store.lineage(production.number))
-        fresh = [
-            e for e in train if e.annotation_id not in seen or e.pulled_at > production.created_at
-        ]
+        learned = store.learned(production.number)
+        fresh = [e for e in train if not learned.knows(e)]
         if not fresh:
             return {"skipped": f"no new labels since v{production.number}", "mode": mode}
-        fresh_ids = {e.annotation_id for e in fresh}
-        old = [e for e in train if e.annotation_id not in fresh_ids]
+        fresh_ids = {e.record_id for e in fresh}
+        old = [e for e in train if e.record_id not in fresh_ids]
         batch = fresh + replay_sample(old, len(fresh), settings.replay_ratio, settings.seed)
         base, parent_sha = production.checkpoint_path, production.weights_sha256
         config = incremental_config
@@ -198,6 +197,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         data_fingerprint=fingerprint,
         train_config={**config.to_dict(), "mode_reason": why},
         annotation_ids=sorted(e.annotation_id for e in batch),
+        annotation_revisions={str(e.record_id): e.revision for e in batch},
         n_train=len(batch),
         train_seconds=round(train_seconds, 2),
         mode=mode,
@@ -239,7 +239,7 @@ def _fingerprint(
             "mode": mode,
             "base": base if mode == "full" else parent_sha,
             "config": config,
-            "labels": [(e.annotation_id, e.chat_id, e.label) for e in batch],
+            "labels": [(e.record_id, e.revision, e.chat_id, e.label) for e in batch],
         },
         sort_keys=True,
     )

@@ -76,7 +76,21 @@ class Settings(BaseSettings):
     promote: str = Field("auto", description="auto: promote when the gate passes; manual: never.")
     gate_tolerance: float = Field(0.01, ge=0, le=1, description="Allowed macro-F1 drop.")
     gate_max_class_drop: float = Field(0.05, ge=0, le=1, description="Allowed per-class F1 drop.")
-    retrain_mode: str = Field("full", description="full or incremental.")
+    retrain_mode: str = Field(
+        "incremental", description="incremental (warm start with replay) or full."
+    )
+    retrain_after_labels: int = Field(
+        50, ge=1, description="New labels that start a retrain at once (label-driven loop)."
+    )
+    retrain_max_wait_seconds: float = Field(
+        900.0, gt=0, description="The longest a pulled label waits for a retrain."
+    )
+    retrain_settle_seconds: float = Field(
+        10.0, ge=0, le=3600, description="Wait for the rest of a burst before retraining."
+    )
+    labels_check_seconds: float = Field(
+        60.0, gt=0, description="Beat interval of the label-driven checks (cheap)."
+    )
     full_every: int = Field(5, ge=1, description="Every N-th version is a full retrain.")
     replay_ratio: float = Field(1.0, ge=0, description="Replayed old labels per new label.")
     incremental_epochs: int = Field(3, ge=1, le=50)
@@ -146,6 +160,9 @@ class Settings(BaseSettings):
     serve_max_conversations: int = Field(100_000, ge=1, description="Conversations remembered.")
     serve_graceful_seconds: float = Field(
         30.0, ge=0, description="Shutdown waits this long for in-flight requests."
+    )
+    ml_backend_auth: bool = Field(
+        True, description="Label Studio's ML backend calls need basic auth (an API key)."
     )
     serve_access_log: bool = Field(True, description="One JSON line per request (no text).")
     route_strong_negative: float = Field(

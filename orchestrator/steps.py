@@ -75,7 +75,7 @@ def run_step(
     except LeaseBusy as exc:
         run_id = store.start_run(cycle_id, step, trigger)
         store.finish_run(run_id, "skipped", {"reason": str(exc)})
-        return {"status": "skipped", "reason": str(exc)}
+        return {"status": "skipped", "reason": str(exc), "busy": True}
     return {"status": status, **counts}
 
 

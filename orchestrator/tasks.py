@@ -11,11 +11,11 @@ from typing import Any
 from celery import Task, chain, chord
 
 from labeling import LabelStudioUnavailable
-from orchestrator import registry, steps
+from orchestrator import live, registry, steps
 from orchestrator.celery_app import app
 from orchestrator.context import Context
 from orchestrator.settings import SCORING_QUEUE, load_settings
-from store import DatabaseUnavailable
+from store import DatabaseUnavailable, Store
 
 logger = logging.getLogger(__name__)
 
@@ -197,6 +197,53 @@ def cycle_chain(cycle_id: str, trigger: str, shards: int | None = None) -> Any:
         for name in steps.STEPS
     ]
     return chain(*parts)
+
+
+@app.task(bind=True, name="sentiloop.on_labels", max_retries=30)
+def on_labels(self: Task, trigger: str = "webhook") -> dict[str, Any]:
+    """Pull what an annotation event announced (unless a pull has started since), then ask
+    for a retrain when one is due. Beat also sends it every SENTILOOP_LABELS_CHECK_SECONDS:
+    a doorbell that was never rung, or a label that has waited long enough, is noticed."""
+    ctx = context()
+    try:
+        pulled = live.pull_if_wanted(ctx, trigger, _progress(self))
+    except live.PullBusy as exc:
+        raise self.retry(exc=exc, countdown=2) from exc
+    except RETRY_ON as exc:
+        raise self.retry(exc=exc, countdown=5) from exc
+    due = live.claim_retrain(ctx)
+    if due is not None:
+        retrain_on_labels.apply_async(
+            kwargs={"trigger": trigger}, countdown=ctx.settings.retrain_settle_seconds
+        )
+    return {"pull": pulled, "retrain_requested": due.reason if due else None}
+
+
+@app.task(bind=True, name="sentiloop.retrain_on_labels", max_retries=40)
+def retrain_on_labels(self: Task, trigger: str = "labels") -> dict[str, Any]:
+    """The retrain the labels asked for, on every label there is by now; then the labels
+    that arrived while it trained may ask for the next one."""
+    ctx = context()
+    result = live.retrain_if_due(ctx, trigger, _progress(self))
+    if result.get("busy"):  # another retrain runs: its labels may not include these
+        raise self.retry(countdown=15)
+    due = live.claim_retrain(ctx)
+    if due is not None:
+        retrain_on_labels.apply_async(
+            kwargs={"trigger": trigger}, countdown=ctx.settings.retrain_settle_seconds
+        )
+    return result
+
+
+def ring_for_labels(store: Store) -> Callable[[str], None]:
+    """The doorbell of Label Studio's annotation events (the service's ``/webhook``): the
+    request is recorded first, so a message the broker loses is still noticed by beat."""
+
+    def ring(action: str) -> None:
+        live.ask_for_pull(store, action)
+        on_labels.apply_async(kwargs={"trigger": "webhook"}, retry=False)
+
+    return ring
 
 
 @app.task(name="sentiloop.ping")

@@ -2,7 +2,8 @@
 every promotion and rollback without a restart.
 
 Reads the registry and writes shadow counts through ``store``; scores through ``training``;
-knows nothing of Celery or Label Studio.
+speaks Label Studio's ML backend protocol (plain HTTP, ``ml_backend``) but knows no Label
+Studio package and no Celery: annotation events go to a callback the caller wires.
 """
 
 from serving.app import create_app

@@ -6,6 +6,8 @@ customer's message): they say where and what, not the content.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import time
@@ -21,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.errors import LimitExceeded, NotReady
 from serving.keys import hash_key
+from serving.ml_backend import BASIC_AUTH_PATHS, ML_BACKEND_ROUTES, OnAnnotation, add_ml_backend
 from serving.schemas import RouteRequest, RouteResponse, SentimentRequest, SentimentResponse
 from serving.service import Service
 
@@ -30,7 +33,9 @@ access_log = logging.getLogger("sentiloop.access")
 logger = logging.getLogger(__name__)
 
 #: Routes named in metrics; any other path counts as "other" (bounded label values).
-ROUTES = ("/v1/sentiment", "/v1/route", "/livez", "/readyz", "/metrics")
+ROUTES = ("/v1/sentiment", "/v1/route", "/livez", "/readyz", "/metrics", *ML_BACKEND_ROUTES)
+#: Routes that score, counted as arriving work by the micro-batcher.
+SCORING = ("/v1/sentiment", "/v1/route", "/predict")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -46,10 +51,13 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
 class Guard:
     """Pure ASGI middleware: body size limit, metrics and the access log for every request."""
 
-    def __init__(self, app: ASGIApp, service: Service, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, service: Service, max_body_bytes: int, basic_auth: bool
+    ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self.basic_auth = basic_auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,6 +88,19 @@ class Guard:
                     await response(scope, receive, send_wrapper)
                     return
                 state["key_name"] = name
+            elif self.basic_auth and path in BASIC_AUTH_PATHS:
+                name = self._basic_name(scope)
+                if name is None:
+                    response = _error(
+                        401,
+                        "missing or unknown credentials: Label Studio's basic auth takes any "
+                        "user name and an API key as the password (`sentiloop keys create`)",
+                    )
+                    response.headers["WWW-Authenticate"] = 'Basic realm="sentiloop"'
+                    await response(scope, receive, send_wrapper)
+                    return
+                state["key_name"] = name
+            if path in SCORING:
                 self.service.in_flight += 1
                 state["counted"] = True
             body = await self._read_body(receive)
@@ -128,6 +149,18 @@ class Guard:
                 key = value.strip().decode("latin-1")
         return self.service.key_name(hash_key(key)) if key else None
 
+    def _basic_name(self, scope: Scope) -> str | None:
+        """The key name of ``Authorization: Basic`` whose password is an active key."""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization" and value[:6].lower() == b"basic ":
+                try:
+                    decoded = base64.b64decode(value[6:].strip(), validate=True).decode()
+                except (binascii.Error, UnicodeDecodeError):
+                    return None
+                _, _, password = decoded.partition(":")
+                return self.service.key_name(hash_key(password)) if password else None
+        return None
+
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None when it exceeds the limit (the rest is not read)."""
         chunks: list[bytes] = []
@@ -159,7 +192,17 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def create_app(service: Service, *, max_body_bytes: int = 1 << 20) -> FastAPI:
+def create_app(
+    service: Service,
+    *,
+    max_body_bytes: int = 1 << 20,
+    on_annotation: OnAnnotation | None = None,
+    ml_backend_auth: bool = True,
+) -> FastAPI:
+    """The API (``/v1``, API keys), probes and metrics, and Label Studio's ML backend
+    protocol (basic auth with an API key as the password, unless ``ml_backend_auth`` is
+    off); ``on_annotation`` receives the annotation events of ``/webhook``."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.start()
@@ -234,5 +277,8 @@ def create_app(service: Service, *, max_body_bytes: int = 1 << 20) -> FastAPI:
         service.readiness()  # refreshes the target-version gauge
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(Guard, service=service, max_body_bytes=max_body_bytes)
+    add_ml_backend(app, service, on_annotation)
+    app.add_middleware(
+        Guard, service=service, max_body_bytes=max_body_bytes, basic_auth=ml_backend_auth
+    )
     return app

@@ -40,7 +40,7 @@ from store.store import (
     Store,
     TrainingExample,
 )
-from store.versions import PRODUCTION_CHANNEL
+from store.versions import PRODUCTION_CHANNEL, Learned
 
 __all__ = [
     "PRODUCTION_CHANNEL",
@@ -60,6 +60,7 @@ __all__ = [
     "IngestError",
     "IngestReport",
     "LabelTask",
+    "Learned",
     "LeaseBusy",
     "LeaseLost",
     "ModelVersion",

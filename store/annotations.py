@@ -49,6 +49,10 @@ class TrainingExample:
     text: str
     label: str
     pulled_at: datetime  # when this value reached the store (new or changed annotation)
+    revision: int = 1  # bumped by every change pulled from Label Studio
+    # the store's id of the annotation: unique across Label Studio instances, whose own
+    # annotation ids restart after a reset (``annotation_id`` is Label Studio's)
+    record_id: int = 0
 
 
 class AnnotationStore(StoreBase):
@@ -165,7 +169,13 @@ class AnnotationStore(StoreBase):
         latest: dict[int, TrainingExample] = {}
         for ann, text in rows:
             latest[ann.chat_id] = TrainingExample(
-                ann.ls_annotation_id, ann.chat_id, text, ann.label or "", ann.pulled_at
+                ann.ls_annotation_id,
+                ann.chat_id,
+                text,
+                ann.label or "",
+                ann.pulled_at,
+                ann.revision,
+                ann.id or 0,
             )
         return [latest[c] for c in sorted(latest)]
 

@@ -170,6 +170,10 @@ class ModelVersion(SQLModel, table=True):
     data_fingerprint: str = Field(unique=True, max_length=64)
     train_config: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
     annotation_ids: list[int] = Field(default_factory=list, sa_column=_json())
+    # the revision of each annotation the version learned, by the store's annotation id
+    # ({"record id": revision}): a label edited while the version trained is a new revision,
+    # so the next one learns it; Label Studio's own ids restart after a reset
+    annotation_revisions: dict[str, int] = Field(default_factory=dict, sa_column=_json())
     n_train: int = 0
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
     status: str = Field(default="candidate", max_length=16)  # candidate | production | archived

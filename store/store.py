@@ -15,6 +15,7 @@ from store.annotations import AnnotationCounts, AnnotationIn, AnnotationStore, T
 from store.base import StoreBase
 from store.chats import Candidates, ChatStore, IngestCounts, PredictionIn
 from store.models import Annotation, Chat, LabelTask, ModelVersion, Prediction
+from store.requests import RequestStore
 from store.runs import RunStore
 from store.service import ServiceStore, ShadowCounts
 from store.tasks import TaskChanges, TaskStore
@@ -34,7 +35,9 @@ __all__ = [
 ]
 
 
-class Store(ChatStore, TaskStore, AnnotationStore, VersionStore, RunStore, ServiceStore):
+class Store(
+    ChatStore, TaskStore, AnnotationStore, VersionStore, RunStore, RequestStore, ServiceStore
+):
     """Owns the engine. Methods open short sessions; nothing here holds a transaction open."""
 
     def counts(self) -> dict[str, int]:

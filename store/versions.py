@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, update
@@ -12,6 +14,7 @@ from sqlalchemy import text as sa_text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
+from store.annotations import TrainingExample
 from store.base import StoreBase, is_connection_error
 from store.errors import PromotionConflict, StoreError
 from store.models import LoopState, ModelVersion, Promotion, utcnow
@@ -45,6 +48,24 @@ PRODUCTION_CHANNEL = "sentiloop_production"
 _PROMOTION_LOCK = 0x5E171007
 
 
+@dataclass(frozen=True)
+class Learned:
+    """The labels a version learned: (annotation record id, revision) pairs, and for
+    versions trained before revisions were recorded, Label Studio annotation ids with when
+    that version was made."""
+
+    revisions: frozenset[tuple[int, int]]
+    unversioned: dict[int, datetime]
+
+    def knows(self, example: TrainingExample) -> bool:
+        """Whether this exact value of the label was learned: an annotation edited since
+        (a new revision) is new, even when it changed while the version was training."""
+        if (example.record_id, example.revision) in self.revisions:
+            return True
+        learned_at = self.unversioned.get(example.annotation_id)
+        return learned_at is not None and example.pulled_at <= learned_at
+
+
 class VersionStore(StoreBase):
     """Model versions, promotions and rollbacks."""
 
@@ -69,6 +90,12 @@ class VersionStore(StoreBase):
     def versions(self) -> list[ModelVersion]:
         with self.session() as s:
             return list(s.exec(select(ModelVersion).order_by(col(ModelVersion.number))).all())
+
+    def newest_version(self) -> ModelVersion | None:
+        with self.session() as s:
+            return s.exec(
+                select(ModelVersion).order_by(col(ModelVersion.number).desc()).limit(1)
+            ).first()
 
     def version(self, number: int) -> ModelVersion | None:
         with self.session() as s:
@@ -280,6 +307,26 @@ class VersionStore(StoreBase):
             ids.update(version.annotation_ids)
             current = version.parent if version.mode == "incremental" else None
         return sorted(ids)
+
+    def learned(self, number: int) -> Learned:
+        """What a version learned along its warm-start chain, revision by revision."""
+        revisions: set[tuple[int, int]] = set()
+        unversioned: dict[int, datetime] = {}
+        seen: set[int] = set()
+        current: int | None = number
+        while current is not None and current not in seen:
+            seen.add(current)
+            version = self.version(current)
+            if version is None:
+                break
+            if version.annotation_revisions:
+                revisions.update((int(k), v) for k, v in version.annotation_revisions.items())
+            else:  # trained before revisions were recorded (migration 0008)
+                for a in version.annotation_ids:
+                    if a not in unversioned or version.created_at > unversioned[a]:
+                        unversioned[a] = version.created_at
+            current = version.parent if version.mode == "incremental" else None
+        return Learned(frozenset(revisions), unversioned)
 
     def mark_checkpoint_deleted(self, number: int) -> None:
         with self.session() as s:

@@ -205,3 +205,19 @@ def test_the_newest_candidate_above_production_is_the_shadow(sqlite_store: Store
     assert sqlite_store.newest_candidate(2).number == 3  # type: ignore[union-attr]
     sqlite_store.promote(3, actor="t")
     assert sqlite_store.newest_candidate(3) is None  # v4's files are gone; v1, v2 are older
+
+
+def test_the_ml_backend_reads_the_project_labeling_config() -> None:
+    from domain import LABELS
+    from labeling import LABEL_CONFIG
+    from serving.ml_backend import Interface, interface
+
+    assert interface(LABEL_CONFIG) == Interface("sentiment", "text", "text", LABELS)
+    assert interface(None) == interface("<View><broken") == Interface()
+    custom = """<View><Text name="msg" value="$message"/>
+      <Choices name="mood" toName="msg">
+        <Choice value="Angry" alias="negative"/><Choice value="Neutral"/>
+        <Choice value="Positive"/></Choices></View>"""
+    assert interface(custom) == Interface(
+        "mood", "msg", "message", ("negative", "Neutral", "Positive")
+    )
