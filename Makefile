@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE ?= 1
 export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
-	bench-active-learning bench-ingest bench-serving bench-routing chaos
+	bench-active-learning bench-ingest bench-serving bench-routing bench-loop-latency chaos
 
 setup:
 	@bash scripts/setup.sh
@@ -48,6 +48,9 @@ bench-active-learning: setup
 
 bench-routing: setup
 	$(PY) -m benchmarks.routing $(BENCH_ARGS)
+
+bench-loop-latency: setup
+	$(PY) -m benchmarks.loop_latency --out docs/benchmarks/loop_latency.md $(BENCH_ARGS)
 
 clean:
 	rm -rf var .venv .venv-labelstudio .pytest_cache .mypy_cache .ruff_cache

@@ -200,7 +200,7 @@ def test_annotation_events_drive_pulls_and_one_retrain_per_burst(
             loop.client().update_annotation(edited, next(x for x in LABELS if x != GIVEN[edited]))
             wait_until(lambda: store.version(2) is not None, 300, "v2")
             wait_until(lambda: _revision(store, edited) == 2, 60, "the edit to be pulled")
-            time.sleep(8 + 6)  # the settle time and then some: nothing more may start
+            time.sleep(8 + 2)  # the settle time and then some: nothing more may start
             retrains = [r for r in _runs(loop, "retrain") if r.trigger != "beat"]
             trained = [r for r in retrains if r.status == "ok" and "version" in r.counts]
             assert [r.counts["version"] for r in trained] == [2, 1]  # newest first
