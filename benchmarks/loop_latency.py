@@ -36,6 +36,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "airline"
 POLL_S = 0.25
+#: Ids of the seeded annotations: far from the ids Label Studio gives the new ones.
+SEEDED = 10_000_000
 
 
 def _free_port() -> int:
@@ -130,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     store.upsert_annotations(  # labels from an earlier Label Studio (another instance)
         0,
         [
-            AnnotationIn(i + 1, i + 1, ids[r["chat_id"]], r["label"], "gold", False, now, now)
+            AnnotationIn(
+                SEEDED + i, SEEDED + i, ids[r["chat_id"]], r["label"], "gold", False, now, now
+            )
             for i, r in enumerate(seeded)
         ],
         "earlier",

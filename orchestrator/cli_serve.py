@@ -87,6 +87,7 @@ def serve(
         max_body_bytes=settings.serve_max_body_bytes,
         on_annotation=ring_for_labels(service.store),
         ml_backend_auth=settings.ml_backend_auth,
+        predict_max_body_bytes=settings.ml_backend_max_body_bytes,
     )
     bind_host = host or settings.serve_host
     bind_port = settings.serve_port if port is None else port

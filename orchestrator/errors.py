@@ -17,3 +17,8 @@ class BackupError(OrchestratorError):
 
 class LabelStudioMismatch(StepError):
     """The configured Label Studio is not the one the store's tasks were made in."""
+
+
+class PullBusy(OrchestratorError):
+    """Another pull is running and may have read Label Studio before an annotation event:
+    the event's pull is tried again once it is done."""

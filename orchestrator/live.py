@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator import steps
 from orchestrator.context import Context, Progress
+from orchestrator.errors import PullBusy
 from orchestrator.evaluation import eval_set
 from store import Store, TrainingExample, utcnow
 
@@ -102,7 +103,9 @@ def retrain_requested(ctx: Context, now: datetime | None = None) -> bool:
     asked = store.requested_at("retrain")
     if asked is None:
         return False
-    started = store.last_started("retrain")
+    # a run that was skipped because another retrain held the lease does not answer it: the
+    # request's own message keeps trying until that retrain ends
+    started = store.last_started("retrain", ("running", "ok", "failed"))
     if started is not None and started >= asked:
         return False
     now = now or utcnow()
@@ -119,11 +122,6 @@ def claim_retrain(ctx: Context) -> Due | None:
     ctx.store.request("retrain", reason=due.reason)
     logger.info("retrain requested: %s", due.reason)
     return due
-
-
-class PullBusy(Exception):
-    """Another pull is running and may have read Label Studio before the event: try again
-    once it is done."""
 
 
 def pull_if_wanted(ctx: Context, trigger: str, progress: Progress) -> dict[str, Any] | None:
@@ -143,9 +141,8 @@ def retrain_if_due(ctx: Context, trigger: str, progress: Progress) -> dict[str, 
     from orchestrator import registry
 
     due = retrain_due(ctx)
-    if not due.due:  # recorded, so the request counts as answered
-        run_id = ctx.store.start_run(steps.new_cycle_id(), "retrain", trigger)
-        ctx.store.finish_run(run_id, "skipped", {"skipped": due.reason})
+    if not due.due:  # learned meanwhile: the request is answered
+        ctx.store.withdraw("retrain")
         return {"status": "skipped", "reason": due.reason}
     result = steps.run_step(ctx, "retrain", registry.retrain, trigger=trigger, progress=progress)
     return {**result, "trigger_reason": due.reason}

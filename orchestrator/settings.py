@@ -164,6 +164,9 @@ class Settings(BaseSettings):
     ml_backend_auth: bool = Field(
         True, description="Label Studio's ML backend calls need basic auth (an API key)."
     )
+    ml_backend_max_body_bytes: int = Field(
+        64 << 20, ge=1024, le=1 << 32, description="Largest /predict body (a task selection)."
+    )
     serve_access_log: bool = Field(True, description="One JSON line per request (no text).")
     route_strong_negative: float = Field(
         0.85, gt=0, le=1, description="Escalate when a turn's P(negative) reaches this."

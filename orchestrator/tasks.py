@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
+import threading
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from labeling import LabelStudioUnavailable
 from orchestrator import live, registry, steps
 from orchestrator.celery_app import app
 from orchestrator.context import Context
+from orchestrator.errors import PullBusy
 from orchestrator.settings import SCORING_QUEUE, load_settings
 from store import DatabaseUnavailable, Store
 
@@ -207,7 +212,7 @@ def on_labels(self: Task, trigger: str = "webhook") -> dict[str, Any]:
     ctx = context()
     try:
         pulled = live.pull_if_wanted(ctx, trigger, _progress(self))
-    except live.PullBusy as exc:
+    except PullBusy as exc:
         raise self.retry(exc=exc, countdown=2) from exc
     except RETRY_ON as exc:
         raise self.retry(exc=exc, countdown=5) from exc
@@ -237,11 +242,24 @@ def retrain_on_labels(self: Task, trigger: str = "labels") -> dict[str, Any]:
 
 def ring_for_labels(store: Store) -> Callable[[str], None]:
     """The doorbell of Label Studio's annotation events (the service's ``/webhook``): the
-    request is recorded first, so a message the broker loses is still noticed by beat."""
+    request is recorded first, so a message the broker loses is still noticed by beat.
+
+    The events of one second share one message, sent for the end of that second: a pull
+    that starts then answers all of them, and a burst of 200 labels makes a few messages,
+    not 200 (which the SQLite broker took as 200 competing writes)."""
+    lock = threading.Lock()
+    sent_for = 0
 
     def ring(action: str) -> None:
+        nonlocal sent_for
         live.ask_for_pull(store, action)
-        on_labels.apply_async(kwargs={"trigger": "webhook"}, retry=False)
+        due = math.floor(time.time()) + 1
+        with lock:
+            if due <= sent_for:
+                return
+            sent_for = due
+        eta = datetime.fromtimestamp(due, UTC)
+        on_labels.apply_async(kwargs={"trigger": "webhook"}, eta=eta, retry=False)
 
     return ring
 

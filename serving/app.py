@@ -52,12 +52,19 @@ class Guard:
     """Pure ASGI middleware: body size limit, metrics and the access log for every request."""
 
     def __init__(
-        self, app: ASGIApp, service: Service, max_body_bytes: int, basic_auth: bool
+        self,
+        app: ASGIApp,
+        service: Service,
+        max_body_bytes: int,
+        basic_auth: bool,
+        predict_max_body_bytes: int,
     ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
         self.basic_auth = basic_auth
+        # Label Studio sends a whole selection of tasks in one /predict
+        self.predict_max_body_bytes = predict_max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,13 +110,14 @@ class Guard:
             if path in SCORING:
                 self.service.in_flight += 1
                 state["counted"] = True
-            body = await self._read_body(receive)
+            limit, setting = (
+                (self.predict_max_body_bytes, "SENTILOOP_ML_BACKEND_MAX_BODY_BYTES")
+                if path == "/predict"
+                else (self.max_body_bytes, "SENTILOOP_SERVE_MAX_BODY_BYTES")
+            )
+            body = await self._read_body(receive, limit)
             if body is None:
-                response = _error(
-                    413,
-                    f"request body over {self.max_body_bytes:,} bytes "
-                    "(SENTILOOP_SERVE_MAX_BODY_BYTES)",
-                )
+                response = _error(413, f"request body over {limit:,} bytes ({setting})")
                 await response(scope, receive, send_wrapper)
             else:
                 await self.app(scope, _replay(body, receive), send_wrapper)
@@ -161,7 +169,7 @@ class Guard:
                 return self.service.key_name(hash_key(password)) if password else None
         return None
 
-    async def _read_body(self, receive: Receive) -> bytes | None:
+    async def _read_body(self, receive: Receive, limit: int) -> bytes | None:
         """The whole body, or None when it exceeds the limit (the rest is not read)."""
         chunks: list[bytes] = []
         size = 0
@@ -171,7 +179,7 @@ class Guard:
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -198,6 +206,7 @@ def create_app(
     max_body_bytes: int = 1 << 20,
     on_annotation: OnAnnotation | None = None,
     ml_backend_auth: bool = True,
+    predict_max_body_bytes: int = 64 << 20,
 ) -> FastAPI:
     """The API (``/v1``, API keys), probes and metrics, and Label Studio's ML backend
     protocol (basic auth with an API key as the password, unless ``ml_backend_auth`` is
@@ -279,6 +288,10 @@ def create_app(
 
     add_ml_backend(app, service, on_annotation)
     app.add_middleware(
-        Guard, service=service, max_body_bytes=max_body_bytes, basic_auth=ml_backend_auth
+        Guard,
+        service=service,
+        max_body_bytes=max_body_bytes,
+        basic_auth=ml_backend_auth,
+        predict_max_body_bytes=predict_max_body_bytes,
     )
     return app

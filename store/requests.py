@@ -37,6 +37,14 @@ class RequestStore(StoreBase):
                     s.rollback()
         return at
 
+    def withdraw(self, name: str) -> None:
+        """The request was answered without a run (its work was done meanwhile)."""
+        with self.session() as s:
+            row = s.get(LoopState, _PREFIX + name)
+            if row is not None:
+                s.delete(row)
+                s.commit()
+
     def requested_at(self, name: str) -> datetime | None:
         with self.session() as s:
             row = s.get(LoopState, _PREFIX + name)
