@@ -17,7 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from orchestrator.cli_common import console, err, load_or_exit, or_exit
+from orchestrator.cli_common import console, err, load_or_exit, open_store, or_exit
 from orchestrator.settings import Settings
 
 ls_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
@@ -109,8 +109,6 @@ def labelstudio_connect(
         )
         auth = None
         if settings.ml_backend_auth:
-            from orchestrator.cli_common import open_store
-
             store = open_store(settings)
             or_exit(store.init)
             key, key_hash, prefix = new_key()

@@ -245,8 +245,8 @@ def ring_for_labels(store: Store) -> Callable[[str], None]:
     request is recorded first, so a message the broker loses is still noticed by beat.
 
     The events of one second share one message, sent for the end of that second: a pull
-    that starts then answers all of them, and a burst of 200 labels makes a few messages,
-    not 200 (which the SQLite broker took as 200 competing writes)."""
+    that starts then answers all of them, so a burst of labels makes one message a second at
+    most instead of one per label (which the SQLite broker took as competing writes)."""
     lock = threading.Lock()
     sent_for = 0
 
