@@ -86,6 +86,7 @@ def test_gate_rollback_tamper_lineage_and_incremental(
     assert v1.metrics["macro_f1"] > 0.4
     assert 0 <= v1.metrics["ece"] <= 1 and v1.temperature > 0
     assert Path(v1.checkpoint_path + ".card.json").is_file()
+    _loads_as_a_hub_model(v1)
 
     # the same labels again: no second version
     assert "skipped" in registry.retrain(ctx, _quiet)
@@ -185,3 +186,29 @@ def test_concurrent_promotions_on_postgres(postgres_url: str) -> None:
     assert [v.status for v in store.versions()].count("production") == 1
     assert len(store.promotions(limit=100)) == 24
     store.dispose()
+
+
+def _loads_as_a_hub_model(version: ModelVersion) -> None:
+    """The checkpoint directory is a Hugging Face model as it is: plain transformers loads
+    it with our label names, and its README.md carries the model card's metadata header."""
+    import yaml
+    from transformers import pipeline
+
+    from domain import LABELS
+
+    readme = (Path(version.checkpoint_path) / "README.md").read_text()
+    assert readme.startswith("---\n")
+    meta = yaml.safe_load(readme.split("---\n")[1])
+    assert meta["pipeline_tag"] == "text-classification" and meta["license"] == "apache-2.0"
+    assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert meta["language"] == "en" and meta["library_name"] == "transformers"
+    (metric, _) = meta["model-index"][0]["results"][0]["metrics"]
+    assert metric == {
+        "type": "f1",
+        "value": round(version.metrics["macro_f1"], 4),
+        "name": "macro-F1",
+    }
+    assert f"T = {version.temperature:.4f}" in readme
+    classify = pipeline("text-classification", model=version.checkpoint_path, device="cpu")
+    answers = classify(["The crew was wonderful, thank you!", "Lost my bag again. Furious."])
+    assert [a["label"] in LABELS for a in answers] == [True, True]

@@ -192,3 +192,27 @@ def test_temperature_scaling_fixes_overconfidence() -> None:
     same = apply_temperature(probs, t)
     assert (same.argmax(axis=1) == probs.argmax(axis=1)).all()  # ranking of classes unchanged
     np.testing.assert_allclose(apply_temperature(probs, 1.0), probs)
+
+
+def test_the_hub_card_names_what_it_knows_of_the_base_model() -> None:
+    import yaml
+
+    from orchestrator.cards import hub_readme
+
+    card = {
+        "version": 3,
+        "status": "candidate",
+        "mode": "incremental",
+        "parent": 2,
+        "base_model": "/models/chinese-bert",
+        "checkpoint": "/home/models/v0003",
+        "weights_sha256": "0" * 64,
+        "trained_on_annotations": 10,
+        "lineage_annotations": 30,
+        "temperature": 1.5,
+        "metrics": {},
+        "gate": {},
+    }
+    meta = yaml.safe_load(hub_readme(card).split("---\n")[1])
+    assert meta["license"] == "other" and "base_model" not in meta and "language" not in meta
+    assert meta["model-index"][0]["results"][0]["metrics"] == []
