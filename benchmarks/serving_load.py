@@ -218,11 +218,11 @@ def wait_ready(
         if proc.poll() is not None:
             break
         try:
-            response = httpx.get(url, timeout=5.0)
-            if response.status_code == 200:
-                return response.json()
-        except httpx.HTTPError:
-            pass
+            response: httpx.Response | None = httpx.get(url, timeout=5.0)
+        except httpx.HTTPError:  # not listening yet: poll again
+            response = None
+        if response is not None and response.status_code == 200:
+            return response.json()
         time.sleep(0.5)
     tail = (logs / f"{name}.err").read_text(errors="replace").strip().splitlines()[-5:]
     state = "exited" if proc.poll() is not None else f"not ready after {timeout:.0f} s"

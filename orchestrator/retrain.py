@@ -45,11 +45,7 @@ def choose_mode(ctx: Context, production: ModelVersion | None) -> tuple[str, str
         return "full", "SENTILOOP_RETRAIN_MODE=full"
     if production is None:
         return "full", "no production version to start from"
-    chain = 0
-    current: ModelVersion | None = production
-    while current is not None and current.mode == "incremental":
-        chain += 1
-        current = ctx.store.version(current.parent) if current.parent else None
+    chain = sum(v.mode == "incremental" for v in ctx.store.warm_start_chain(production.number))
     if chain + 1 >= settings.full_every:
         return "full", f"{chain} incremental versions in a row (SENTILOOP_FULL_EVERY)"
     latest = ctx.store.newest_version()

@@ -48,6 +48,12 @@ def _error(status: int, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"error": message, **extra}, status_code=status)
 
 
+def _unauthorized(challenge: str, message: str) -> JSONResponse:
+    response = _error(401, message)
+    response.headers["WWW-Authenticate"] = challenge
+    return response
+
+
 class Guard:
     """Pure ASGI middleware: body size limit, metrics and the access log for every request."""
 
@@ -86,25 +92,21 @@ class Guard:
             if path.startswith("/v1/"):
                 name = self._key_name(scope)
                 if name is None:
-                    response = _error(
-                        401,
+                    await _unauthorized(
+                        "Bearer",
                         "missing or unknown API key: send 'Authorization: Bearer <key>' "
                         "(create one with `sentiloop keys create NAME`)",
-                    )
-                    response.headers["WWW-Authenticate"] = "Bearer"
-                    await response(scope, receive, send_wrapper)
+                    )(scope, receive, send_wrapper)
                     return
                 state["key_name"] = name
             elif self.basic_auth and path in BASIC_AUTH_PATHS:
                 name = self._basic_name(scope)
                 if name is None:
-                    response = _error(
-                        401,
+                    await _unauthorized(
+                        'Basic realm="sentiloop"',
                         "missing or unknown credentials: Label Studio's basic auth takes any "
                         "user name and an API key as the password (`sentiloop keys create`)",
-                    )
-                    response.headers["WWW-Authenticate"] = 'Basic realm="sentiloop"'
-                    await response(scope, receive, send_wrapper)
+                    )(scope, receive, send_wrapper)
                     return
                 state["key_name"] = name
             if path in SCORING:

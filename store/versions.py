@@ -293,39 +293,35 @@ class VersionStore(StoreBase):
             s.commit()
             return True
 
-    def lineage(self, number: int) -> list[int]:
-        """Annotation ids a version learned from: its own training set, plus its parent's
-        lineage when it was warm-started (incremental)."""
-        ids: set[int] = set()
-        seen: set[int] = set()
+    def warm_start_chain(self, number: int) -> list[ModelVersion]:
+        """The version and, while it was warm-started (incremental), its parents: what its
+        weights have learned from."""
+        chain: list[ModelVersion] = []
         current: int | None = number
-        while current is not None and current not in seen:
-            seen.add(current)
+        while current is not None and current not in {v.number for v in chain}:
             version = self.version(current)
             if version is None:
                 break
-            ids.update(version.annotation_ids)
+            chain.append(version)
             current = version.parent if version.mode == "incremental" else None
-        return sorted(ids)
+        return chain
+
+    def lineage(self, number: int) -> list[int]:
+        """Annotation ids a version learned from: its own training set, plus its parent's
+        lineage when it was warm-started (incremental)."""
+        return sorted({a for v in self.warm_start_chain(number) for a in v.annotation_ids})
 
     def learned(self, number: int) -> Learned:
         """What a version learned along its warm-start chain, revision by revision."""
         revisions: set[tuple[int, int]] = set()
         unversioned: dict[int, datetime] = {}
-        seen: set[int] = set()
-        current: int | None = number
-        while current is not None and current not in seen:
-            seen.add(current)
-            version = self.version(current)
-            if version is None:
-                break
+        for version in self.warm_start_chain(number):
             if version.annotation_revisions:
                 revisions.update((int(k), v) for k, v in version.annotation_revisions.items())
             else:  # trained before revisions were recorded (migration 0008)
                 for a in version.annotation_ids:
                     if a not in unversioned or version.created_at > unversioned[a]:
                         unversioned[a] = version.created_at
-            current = version.parent if version.mode == "incremental" else None
         return Learned(frozenset(revisions), unversioned)
 
     def mark_checkpoint_deleted(self, number: int) -> None:

@@ -7,12 +7,13 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from store import Store
+from store import ModelVersion, Store
 
 # CI runs the same generated examples every time: a failure there is reproducible, and
 # exploring new ones is for local runs
@@ -74,3 +75,28 @@ def sqlite_store(tmp_path: Path) -> Iterator[Store]:
     store.init()
     yield store
     store.dispose()
+
+
+def make_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Any:
+    """A Context on a fresh SQLite store in ``tmp_path``; ``env`` sets SENTILOOP_<NAME>."""
+    from orchestrator.context import Context
+    from orchestrator.settings import load_settings
+
+    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
+    for key, value in env.items():
+        monkeypatch.setenv(f"SENTILOOP_{key.upper()}", value)
+    ctx = Context.from_settings(load_settings())
+    ctx.store.init()
+    return ctx
+
+
+def version_row(number: int, **fields: Any) -> ModelVersion:
+    """A registry row for version ``number`` whose checkpoint is never loaded."""
+    return ModelVersion(
+        number=number,
+        base_model="b",
+        checkpoint_path=f"/nonexistent/v{number}",
+        weights_sha256="0" * 64,
+        data_fingerprint=f"fp{number}",
+        **fields,
+    )

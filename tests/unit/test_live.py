@@ -9,20 +9,10 @@ from pathlib import Path
 import pytest
 
 from orchestrator import live
-from orchestrator.context import Context
-from orchestrator.settings import load_settings
-from store import AnnotationIn, ChatIn, ModelVersion, Store, TrainingExample, utcnow
+from store import AnnotationIn, ChatIn, Store, TrainingExample, utcnow
+from tests.conftest import make_context, version_row
 
 pytestmark = pytest.mark.unit
-
-
-def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Context:
-    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
-    for key, value in env.items():
-        monkeypatch.setenv(f"SENTILOOP_{key.upper()}", value)
-    ctx = Context.from_settings(load_settings())
-    ctx.store.init()
-    return ctx
 
 
 def _label(store: Store, ids: range, label: str = "negative", minutes_ago: float = 0) -> None:
@@ -41,15 +31,11 @@ def _label(store: Store, ids: range, label: str = "negative", minutes_ago: float
 
 def _version(store: Store, n: int, learned: list[TrainingExample], **fields: object) -> None:
     store.add_version(
-        ModelVersion(
-            number=n,
-            base_model="b",
-            checkpoint_path=f"/nonexistent/v{n}",
-            weights_sha256="0" * 64,
-            data_fingerprint=f"fp{n}",
+        version_row(
+            n,
             annotation_ids=sorted(e.annotation_id for e in learned),
             annotation_revisions={str(e.record_id): e.revision for e in learned},
-            **fields,  # type: ignore[arg-type]
+            **fields,
         )
     )
 
@@ -61,7 +47,7 @@ def _trained(store: Store) -> list[TrainingExample]:
 def test_an_edited_label_is_new_for_the_next_version_even_if_edited_during_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = _ctx(tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)))
+    ctx = make_context(tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)))
     store = ctx.store
     _label(store, range(10))
     learned = _trained(store)  # what a version read when it started training
@@ -78,19 +64,10 @@ def test_an_edited_label_is_new_for_the_next_version_even_if_edited_during_train
 def test_versions_without_revisions_fall_back_to_their_creation_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = _ctx(tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)))
+    ctx = make_context(tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)))
     store = ctx.store
     _label(store, range(5), minutes_ago=10)
-    store.add_version(
-        ModelVersion(
-            number=1,
-            base_model="b",
-            checkpoint_path="/nonexistent/v1",
-            weights_sha256="0" * 64,
-            data_fingerprint="fp1",
-            annotation_ids=[1000 + i for i in range(5)],
-        )
-    )
+    store.add_version(version_row(1, annotation_ids=[1000 + i for i in range(5)]))
     store.promote(1, actor="t")
     assert live.waiting_labels(ctx) == []
     _label_edit(store, 2, "neutral")  # pulled after v1 was made
@@ -101,7 +78,7 @@ def test_versions_without_revisions_fall_back_to_their_creation_time(
 def test_a_reset_label_studio_reuses_annotation_ids_but_its_labels_are_new(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = _ctx(tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)))
+    ctx = make_context(tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)))
     store = ctx.store
     _label(store, range(3))
     _version(store, 1, _trained(store))
@@ -120,7 +97,7 @@ def test_a_reset_label_studio_reuses_annotation_ids_but_its_labels_are_new(
 def test_a_retrain_is_due_after_enough_labels_or_when_one_waited_too_long(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = _ctx(
+    ctx = make_context(
         tmp_path,
         monkeypatch,
         eval_file=str(_eval_file(tmp_path)),
@@ -152,7 +129,9 @@ def test_a_retrain_is_due_after_enough_labels_or_when_one_waited_too_long(
 def test_requests_coalesce_until_a_run_starts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = _ctx(tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)), retrain_after_labels="1")
+    ctx = make_context(
+        tmp_path, monkeypatch, eval_file=str(_eval_file(tmp_path)), retrain_after_labels="1"
+    )
     store = ctx.store
     assert not live.pull_wanted(ctx)
     for _ in range(20):  # a burst of events

@@ -5,22 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from store import ModelVersion, PromotionConflict, Store, StoreError
+from store import PromotionConflict, Store, StoreError
+from tests.conftest import version_row
 
 pytestmark = pytest.mark.unit
 
 
 def _versions(store: Store, *numbers: int) -> None:
     for n in numbers:
-        store.add_version(
-            ModelVersion(
-                number=n,
-                base_model="b",
-                checkpoint_path=f"/nonexistent/v{n}",
-                weights_sha256="0" * 64,
-                data_fingerprint=f"fp{n}",
-            )
-        )
+        store.add_version(version_row(n))
 
 
 def _production(store: Store) -> int | None:

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 
 from orchestrator import registry
-from orchestrator.context import Context
 from orchestrator.settings import ConfigError, load_settings
 from store import ModelVersion, Store, TrainingExample
-from tests.conftest import race_promotions
+from tests.conftest import make_context, race_promotions
 from training import apply_temperature, expected_calibration_error, fit_temperature
 
 pytestmark = pytest.mark.unit
@@ -89,17 +88,8 @@ def test_lineage_follows_incremental_parents_only(sqlite_store: Store) -> None:
     assert sqlite_store.lineage(1) == [1, 2, 3]
 
 
-def _ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) -> Context:
-    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
-    for key, value in env.items():
-        monkeypatch.setenv(f"SENTILOOP_{key.upper()}", value)
-    ctx = Context.from_settings(load_settings())
-    ctx.store.init()
-    return ctx
-
-
 def test_mode_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    ctx = _ctx(tmp_path, monkeypatch, retrain_mode="incremental", full_every="3")
+    ctx = make_context(tmp_path, monkeypatch, retrain_mode="incremental", full_every="3")
     assert registry.choose_mode(ctx, None)[0] == "full"
     _add(ctx.store, 1)
     ctx.store.promote(1, actor="t")
@@ -160,7 +150,7 @@ def test_replay_sample_is_stratified_and_sized() -> None:
 def test_retention_keeps_production_parent_rollback_target_and_newest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = _ctx(tmp_path, monkeypatch, keep_candidates="1")
+    ctx = make_context(tmp_path, monkeypatch, keep_candidates="1")
     models = tmp_path / "models"
     for n in range(1, 7):
         (models / f"v{n}").mkdir(parents=True)
