@@ -44,8 +44,17 @@ app.command()(restore)
 )
 def bench_active_learning(ctx: typer.Context) -> None:
     """Strategies against random sampling on the airline data; options: --help there."""
-    from benchmarks import active_learning
-
+    try:
+        from benchmarks import active_learning
+    except ModuleNotFoundError as exc:
+        if exc.name != "benchmarks":
+            raise
+        # the benchmarks and their data live in the source checkout, not in the installed wheel
+        err.print(
+            "the benchmarks ship with the source checkout, not with the installed package: "
+            "run `make bench-active-learning` in a clone of sentiloop"
+        )
+        raise typer.Exit(2) from None
     raise typer.Exit(active_learning.main(list(ctx.args)))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import threading
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,11 @@ hypothesis_settings.register_profile("dev", database=None)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT: dict[str, Any] = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+#: What the wheel ships: the top-level packages named in pyproject.toml.
+TOP_LEVEL_PACKAGES = sorted(
+    {name.split(".")[0] for name in PYPROJECT["tool"]["setuptools"]["packages"]}
+)
 AIRLINE = REPO_ROOT.parent / "shared" / "data" / "airline"
 
 
