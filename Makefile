@@ -6,7 +6,8 @@ export HF_HUB_OFFLINE ?= 1
 export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studio
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
-	bench-active-learning bench-ingest bench-serving bench-routing bench-loop-latency chaos
+	bench-active-learning bench-ingest bench-serving bench-routing bench-loop-latency chaos \
+	test-pythons
 
 setup:
 	@bash scripts/setup.sh
@@ -27,6 +28,10 @@ test-integration: setup
 
 test: setup lint
 	$(PY) -m pytest -q --durations=15
+
+# setup and the unit tests on each Python 3.11-3.13 found (PYTHONS="..." to choose)
+test-pythons:
+	@bash scripts/test-pythons.sh
 
 bench-retraining: setup
 	$(PY) -m benchmarks.retraining $(BENCH_ARGS)

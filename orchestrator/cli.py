@@ -188,6 +188,28 @@ def status(
 
 
 @app.command()
+def doctor(
+    timeout: Annotated[
+        float, typer.Option(help="Seconds a worker has to answer its queue's ping.")
+    ] = 10,
+) -> None:
+    """Check this installation piece by piece; exit 1 when something is broken."""
+    from orchestrator.doctor import run_checks
+
+    colour = {"ok": "green", "warn": "yellow", "fail": "red"}
+    checks = run_checks(load_or_exit(), ping_timeout=timeout)
+    for check in checks:
+        line = f"[{colour[check.status]}]{check.status:<4}[/] {check.name}: {escape(check.detail)}"
+        if check.fix:
+            line += f"\n       [dim]->[/] {escape(check.fix)}"
+        console.print(line, soft_wrap=True, highlight=False)
+    broken = [c.name for c in checks if c.status == "fail"]
+    if broken:
+        err.print(f"{len(broken)} broken: {', '.join(broken)}")
+    raise typer.Exit(1 if broken else 0)
+
+
+@app.command()
 def cycle(
     wait: Annotated[bool, typer.Option(help="Wait for the cycle and show progress.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 3600,

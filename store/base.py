@@ -10,6 +10,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, func, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError, StatementError
@@ -28,6 +30,17 @@ logger = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 #: Rows per write transaction: short transactions keep SQLite writers from locking each other out.
 WRITE_CHUNK = 500
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def migration_scripts() -> ScriptDirectory:
+    """This release's migrations (what ``init`` upgrades to)."""
+    return ScriptDirectory.from_config(_alembic_config())
 
 
 class StoreBase:
@@ -65,12 +78,23 @@ class StoreBase:
 
     def init(self) -> None:
         """Create or upgrade the schema to the newest migration (safe to run repeatedly)."""
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg = _alembic_config()
+        with self._reaching(), self.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+    def schema_state(self) -> tuple[str | None, str]:
+        """The revision the database is at (None before ``init``) and the newest one this
+        release knows; reads only."""
+        head = migration_scripts().get_current_head()
+        assert head is not None, "the migrations have one head"
+        with self._reaching(), self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision(), head
+
+    @contextmanager
+    def _reaching(self) -> Iterator[None]:
         try:
-            with self.engine.begin() as connection:
-                cfg.attributes["connection"] = connection
-                command.upgrade(cfg, "head")
+            yield
         except OperationalError as exc:
             if is_connection_error(exc):
                 raise DatabaseUnavailable(

@@ -21,7 +21,7 @@ from sqlalchemy import text as sa_text
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, SQLModel, col, select
 
-from store.base import MIGRATIONS_DIR
+from store.base import migration_scripts
 from store.db import normalise_url
 from store.errors import StoreError
 from store.models import Chat, CheckpointIntent, Lease, ModelVersion
@@ -91,14 +91,10 @@ def has_data(store: Store) -> bool:
 
 def known_revision(revision: str) -> bool:
     """Whether this code's migrations know ``revision`` (a newer one cannot be upgraded)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
     from alembic.util import CommandError
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     try:
-        return ScriptDirectory.from_config(cfg).get_revision(revision) is not None
+        return migration_scripts().get_revision(revision) is not None
     except CommandError:
         return False
 

@@ -37,10 +37,13 @@ class Loop:
     workers: list[subprocess.Popen[bytes]]
     _client: LabelStudioClient | None = None
 
-    def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, timeout: float = 600, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``sentiloop ARGS`` in this installation (``env`` overrides some of its settings)."""
         return subprocess.run(
             [sys.executable, "-m", "orchestrator", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

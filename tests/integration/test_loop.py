@@ -3,6 +3,7 @@ embedded defaults (SQLite broker and store) and on Redis + PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,25 @@ def _run_loop(loop: Loop) -> None:
     assert status.returncode == 0 and "labelled chats" in status.stdout
     assert "diverse, class balance" in status.stdout and "stopping" in status.stdout
     store.dispose()
+    _doctor_finds_it_healthy(loop)
+
+
+def _doctor_finds_it_healthy(loop: Loop) -> None:
+    healthy = loop.cli("doctor")
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    parts = (
+        "store", "broker", "result backend", "worker on 'celery'", "worker on 'scoring'",
+        "label studio", "production model", "disk", "gpu",
+    )  # fmt: skip
+    lines = healthy.stdout.splitlines()
+    for part in parts:
+        assert any(re.match(rf"ok +{re.escape(part)}: ", line) for line in lines), healthy.stdout
+    assert "v2, checkpoint verified" in healthy.stdout
+
+    wrong = loop.cli("doctor", env={"SENTILOOP_LABEL_STUDIO_TOKEN": "0" * 40})
+    assert wrong.returncode == 1
+    assert re.search(r"fail +label studio: .*401", wrong.stdout), wrong.stdout
+    assert "SENTILOOP_LABEL_STUDIO_TOKEN" in wrong.stdout
 
 
 def test_loop_on_embedded_defaults(sqlite_loop: Loop) -> None:

@@ -23,14 +23,9 @@ pytestmark = pytest.mark.unit
 
 
 def _head() -> str | None:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    from store.base import migration_scripts
 
-    from store.base import MIGRATIONS_DIR
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return migration_scripts().get_current_head()
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, home: Path) -> Settings:
