@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,9 @@ class StoreBase:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine: Engine = make_engine(url)
+        # a store dropped without dispose() still closes its pooled connections (an SQLite
+        # connection left to the garbage collector is a ResourceWarning from Python 3.13 on)
+        weakref.finalize(self, self.engine.dispose)
 
     @property
     def safe_url(self) -> str:
