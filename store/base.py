@@ -52,7 +52,8 @@ class StoreBase:
         self.engine: Engine = make_engine(url)
         # a store dropped without dispose() still closes its pooled connections (an SQLite
         # connection left to the garbage collector is a ResourceWarning from Python 3.13 on)
-        weakref.finalize(self, self.engine.dispose)
+        # (only then: at exit a forked worker child must not close its parent's connections)
+        weakref.finalize(self, self.engine.dispose).atexit = False
 
     @property
     def safe_url(self) -> str:

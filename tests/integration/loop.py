@@ -6,9 +6,11 @@ import csv
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,14 +56,18 @@ class Loop:
         self, concurrency: int = 1, queues: str | None = None
     ) -> subprocess.Popen[bytes]:
         n = len(self.workers)
+        log, name = self.home / f"worker-{n}.log", f"w{n}-{uuid.uuid4().hex[:6]}"
         proc = start_worker(
-            self.home / f"worker-{n}.log",
-            concurrency=concurrency,
-            name=f"w{n}-{uuid.uuid4().hex[:6]}@%h",
-            env=self.env,
-            queues=queues,
+            log, concurrency=concurrency, name=f"{name}@%h", env=self.env, queues=queues
         )
         self.workers.append(proc)
+        # the worker declares its queues before it says "ready": a message sent earlier races
+        # it to create the queue's row in the SQLite broker (kombu's get-or-create is not atomic)
+        deadline = time.monotonic() + 120
+        ready = re.compile(rf"{name}@\S+ ready\.")
+        while not (log.exists() and ready.search(log.read_text(errors="replace"))):
+            assert proc.poll() is None and time.monotonic() < deadline, self.worker_logs()
+            time.sleep(0.2)
         self.call("ping", timeout=120, queue=(queues or "celery").split(",")[0])
         return proc
 
