@@ -7,7 +7,7 @@ export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studi
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
 	bench-active-learning bench-ingest bench-serving bench-routing bench-loop-latency chaos \
-	test-pythons
+	test-pythons bench-privacy
 
 setup:
 	@bash scripts/setup.sh
@@ -50,6 +50,9 @@ bench-serving: setup
 
 bench-active-learning: setup
 	$(PY) -m benchmarks.active_learning $(BENCH_ARGS)
+
+bench-privacy: setup
+	$(PY) -m benchmarks.privacy $(BENCH_ARGS)
 
 bench-routing: setup
 	$(PY) -m benchmarks.routing $(BENCH_ARGS)

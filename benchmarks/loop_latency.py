@@ -382,7 +382,7 @@ def _remove_webhooks(httpx: Any, ctx: Any, project: int, url: str) -> None:
 def _test_metrics(ctx: Any, path: Path, versions: list[int]) -> dict[int, dict[str, Any]]:
     from orchestrator.evaluation import EvalSet, _labelled_file, evaluate_checkpoint
 
-    texts, labels = _labelled_file(path, "test file")
+    texts, labels = _labelled_file(ctx, path, "test file")
     data = EvalSet(texts, labels, f"file:{path.name}", frozenset())
     out = {}
     for number in versions:

@@ -4,7 +4,7 @@ torch-free ones included) may depend on it."""
 
 from __future__ import annotations
 
-__all__ = ["LABELS", "STRATEGIES", "SentiloopError"]
+__all__ = ["LABELS", "PII_MODES", "STRATEGIES", "SentiloopError"]
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 """Class names in the model's output order: column 0, 1, 2 of every probability matrix."""
@@ -18,6 +18,10 @@ STRATEGIES: tuple[str, ...] = (
     "badge",
 )
 """Query strategies (training.selection implements each; SENTILOOP_STRATEGY picks one)."""
+
+PII_MODES: tuple[str, str] = ("mask-for-annotators", "mask-at-ingest")
+"""Where personal data is masked (SENTILOOP_PII): only in what people see, the store keeping
+the original for the model; or on the way in, so the original never reaches the store."""
 
 
 class SentiloopError(Exception):

@@ -81,6 +81,7 @@ def init() -> None:
 @app.command()
 def ingest(path: Path) -> None:
     """Ingest a CSV or JSONL file of chats (columns chat_id and text; others kept as metadata)."""
+    from orchestrator.step_ingest import masking_at_ingest
     from store import ingest_file
 
     settings = load_or_exit()
@@ -89,7 +90,10 @@ def ingest(path: Path) -> None:
     with console.status(f"ingesting {escape(path.name)}") as spinner:
         report = or_exit(
             lambda: ingest_file(
-                store, path, lambda rows: spinner.update(f"{escape(path.name)}: {rows:,} rows")
+                store,
+                path,
+                lambda rows: spinner.update(f"{escape(path.name)}: {rows:,} rows"),
+                masking_at_ingest(settings),
             )
         )
     for row, reason in report.rejected[:50]:

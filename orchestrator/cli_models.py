@@ -106,6 +106,12 @@ def models_show(number: int) -> None:
     table.add_row("mode", f"{version.mode} ({version.train_config.get('mode_reason', '-')})")
     table.add_row("parent", f"v{version.parent}" if version.parent else "-")
     table.add_row("base model", version.base_model)
+    # versions from before masking existed learned the original text
+    learned = version.train_config.get("pii", "mask-for-annotators")
+    table.add_row(
+        "text learned",
+        "masked at ingest" if learned == "mask-at-ingest" else "original (masked for people)",
+    )
     table.add_row("created", f"{version.created_at:%Y-%m-%d %H:%M:%S}")
     table.add_row(
         "training", f"{version.train_seconds:.1f} s, seed {version.train_config.get('seed')}"

@@ -43,6 +43,7 @@ def build_service(settings: Settings) -> Service:
         history_turns=settings.serve_history_turns,
         history_ttl_seconds=settings.serve_history_ttl_seconds,
         max_conversations=settings.serve_max_conversations,
+        mask=settings.masker.mask if settings.pii == "mask-at-ingest" else None,
     )
     make_scorer = scorer_factory(
         device=settings.device,

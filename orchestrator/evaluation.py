@@ -43,13 +43,17 @@ class EvalSet:
 _FILE_CACHE: dict[str, tuple[list[str], list[str]]] = {}
 
 
-def _labelled_file(path: Path, setting: str) -> tuple[list[str], list[str]]:
-    key = str(path.resolve())
+def _labelled_file(ctx: Context, path: Path, setting: str) -> tuple[list[str], list[str]]:
+    """Texts and labels of a labelled file, in the form the models learn (masked where the
+    store only holds masked text)."""
+    masked = ctx.settings.pii == "mask-at-ingest"
+    key = f"{path.resolve()}:{masked}"
     if key not in _FILE_CACHE:
         rows = [c for c in parse_file(path).chats if c.meta.get("label") in LABELS]
         if not rows:
             raise StepError(f"{setting} {path} has no row with a valid 'label' column")
-        _FILE_CACHE[key] = ([c.text for c in rows], [str(c.meta["label"]) for c in rows])
+        mask = ctx.settings.masker.mask if masked else str
+        _FILE_CACHE[key] = ([mask(c.text) for c in rows], [str(c.meta["label"]) for c in rows])
     return _FILE_CACHE[key]
 
 
@@ -58,7 +62,7 @@ def eval_set(ctx: Context, examples: Sequence[TrainingExample]) -> EvalSet:
     by a hash of the chat id (so a chat never moves between training and evaluation)."""
     path = ctx.settings.eval_file
     if path is not None:
-        texts, labels = _labelled_file(path, "SENTILOOP_EVAL_FILE")
+        texts, labels = _labelled_file(ctx, path, "SENTILOOP_EVAL_FILE")
         return EvalSet(texts, labels, f"file:{path.name}", frozenset())
     held = [e for e in examples if hashlib.sha256(str(e.chat_id).encode()).digest()[0] % 5 == 0]
     return EvalSet(
@@ -102,7 +106,7 @@ def evaluate_checkpoint(
     )
     test_file = ctx.settings.test_file
     if test_file is not None:
-        texts, labels = _labelled_file(test_file, "SENTILOOP_TEST_FILE")
+        texts, labels = _labelled_file(ctx, test_file, "SENTILOOP_TEST_FILE")
         probs = ctx.scorer(version).predict_proba(texts)
         test = dict(evaluate(labels, predicted_labels(probs)))
         test["ece"] = round(

@@ -191,7 +191,8 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         checkpoint_path=str(info.path),
         weights_sha256=info.sha256,
         data_fingerprint=fingerprint,
-        train_config={**config.to_dict(), "mode_reason": why},
+        # the form of the text it learned: masked at ingest, or the original
+        train_config={**config.to_dict(), "mode_reason": why, "pii": settings.pii},
         annotation_ids=sorted(e.annotation_id for e in batch),
         annotation_revisions={str(e.record_id): e.revision for e in batch},
         n_train=len(batch),

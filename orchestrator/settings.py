@@ -15,7 +15,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain import STRATEGIES, SentiloopError
+from domain import PII_MODES, STRATEGIES, SentiloopError
+from privacy import DEFAULT_PHONE_REGIONS, Masker, PrivacyError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLASS_BALANCES = ("labels", "even", "off")
@@ -180,6 +181,23 @@ class Settings(BaseSettings):
     route_window: int = Field(2, ge=1, le=100, description="Customer turns the rules look at.")
     route_min_turns: int = Field(2, ge=1, le=100, description="Turns before the window rules.")
 
+    pii: str = Field(
+        PII_MODES[0],
+        description="mask-for-annotators (the store keeps the original for the model, people "
+        "see masked text) or mask-at-ingest (the original never reaches the store).",
+    )
+    pii_patterns: dict[str, str] = Field(
+        default_factory=dict,
+        description='The shop\'s own references, JSON: {"ORDER_ID": "\\bORD-\\d{6}\\b"}.',
+    )
+    pii_phone_regions: str = Field(
+        ",".join(DEFAULT_PHONE_REGIONS), description="Countries whose national phone formats count."
+    )
+    shown_meta: str = Field(
+        "channel,airline,created_at,received_at",
+        description="Metadata columns annotators see (masked too); the others stay in the store.",
+    )
+
     schedule_seconds: float = Field(3600.0, gt=0, description="Celery beat cycle interval.")
     worker_concurrency: int = Field(1, ge=1)
     log_level: str = "INFO"
@@ -200,6 +218,33 @@ class Settings(BaseSettings):
         if text not in CLASS_BALANCES:
             raise ValueError(f"must be one of {', '.join(CLASS_BALANCES)} (or true/false)")
         return text
+
+    @field_validator("pii")
+    @classmethod
+    def _pii_mode(cls, value: str) -> str:
+        if value not in PII_MODES:
+            raise ValueError(f"must be one of {', '.join(PII_MODES)}")
+        return value
+
+    @field_validator("pii_patterns")
+    @classmethod
+    def _pii_patterns(cls, value: dict[str, str]) -> dict[str, str]:
+        try:
+            Masker(value)
+        except PrivacyError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("pii_phone_regions")
+    @classmethod
+    def _phone_regions(cls, value: str) -> str:
+        import phonenumbers
+
+        regions = [r.strip().upper() for r in value.split(",") if r.strip()]
+        unknown = [r for r in regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"unknown region codes {unknown} (use ISO 3166 codes: US, GB, DE)")
+        return ",".join(regions)
 
     @field_validator("score_precision")
     @classmethod
@@ -246,6 +291,11 @@ class Settings(BaseSettings):
         if self.result_backend is not None:
             return self.result_backend.get_secret_value()
         return f"db+sqlite:///{self.home_dir / 'results.db'}"
+
+    @cached_property
+    def masker(self) -> Masker:
+        """The one masker of this configuration (its recognisers load on first use)."""
+        return Masker(self.pii_patterns, self.pii_phone_regions.split(","))
 
     @property
     def models_dir(self) -> Path:

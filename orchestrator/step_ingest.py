@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from orchestrator import inbox
 from orchestrator.context import Context, Progress
 from orchestrator.errors import StepError
+from orchestrator.settings import Settings
 from store import (
+    ChatIn,
     DatabaseUnavailable,
     IngestError,
     IngestReport,
@@ -22,9 +26,32 @@ logger = logging.getLogger(__name__)
 # -- ingest ---------------------------------------------------------------------------------
 
 
-def ingest_file(ctx: Context, path: Path) -> IngestReport:
-    """Store every good row of the file and report every bad one with its reason."""
-    return store_ingest_file(ctx.store, path)
+def ingest_file(
+    ctx: Context, path: Path, progress: Callable[[int], None] | None = None
+) -> IngestReport:
+    """Store every good row of the file and report every bad one with its reason; with
+    SENTILOOP_PII=mask-at-ingest the text and metadata are masked before they are stored."""
+    return store_ingest_file(ctx.store, path, progress, masking_at_ingest(ctx.settings))
+
+
+def masking_at_ingest(settings: Settings) -> Callable[[ChatIn], ChatIn] | None:
+    if settings.pii != "mask-at-ingest":
+        return None
+    mask = settings.masker.mask
+
+    def value(v: Any) -> Any:  # metadata may nest: every string in it is masked
+        if isinstance(v, str):
+            return mask(v)
+        if isinstance(v, dict):
+            return {k: value(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [value(x) for x in v]
+        return v
+
+    def masked(chat: ChatIn) -> ChatIn:
+        return replace(chat, text=mask(chat.text), meta=value(chat.meta))
+
+    return masked
 
 
 def ingest_inbox(ctx: Context, progress: Progress) -> dict[str, Any]:

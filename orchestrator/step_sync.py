@@ -12,6 +12,7 @@ from labeling import LabelStudioClient, TaskIn
 from labeling import PredictionIn as TaskPrediction
 from orchestrator.context import Context, Progress
 from orchestrator.errors import LabelStudioMismatch
+from privacy import Masker
 from store import (
     AnnotationIn,
     LabelTask,
@@ -19,7 +20,6 @@ from store import (
 )
 
 #: Columns that would tell annotators the answer are never shown in Label Studio.
-HIDDEN_META = frozenset({"label", "label_confidence", "negative_reason", "sentiment"})
 PULL_OVERLAP = timedelta(seconds=30)
 
 logger = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def _push_pending(ctx: Context, project: int, instance: str) -> int:
         ids = [t.chat_id for t in todo if t.model_version == version]
         preds.update({cid: (p, version) for cid, p in store.prediction_for(ids, version).items()})
     payload = []
+    masker, shown = ctx.settings.masker, ctx.settings.shown_meta.split(",")
     for t in todo:
         chat = chats[t.chat_id]
         pred = None
@@ -185,20 +186,19 @@ def _push_pending(ctx: Context, project: int, instance: str) -> int:
             pred = TaskPrediction(
                 label=p.label, score=float(confidence), model_version=f"v{version}"
             )
-        payload.append(
-            TaskIn(
-                chat_id=chat.source_id, text=chat.text, meta=_meta_line(chat.meta), prediction=pred
-            )
-        )
+        # people see masked text, whatever the store keeps (masking twice changes nothing)
+        text, meta = masker.mask(chat.text), _meta_line(chat.meta, shown, masker)
+        payload.append(TaskIn(chat_id=chat.source_id, text=text, meta=meta, prediction=pred))
     if payload:
         ids = client.import_tasks(project, payload)
         store.mark_pushed(project, {t.chat_id: tid for t, tid in zip(todo, ids, strict=True)})
     return len(payload)
 
 
-def _meta_line(meta: dict[str, Any]) -> str:
-    shown = [f"{k}: {v}" for k, v in meta.items() if k not in HIDDEN_META]
-    return " · ".join(shown)[:300]
+def _meta_line(meta: dict[str, Any], shown: list[str], masker: Masker) -> str:
+    """The metadata annotators see: the columns SENTILOOP_SHOWN_META names, masked."""
+    parts = [f"{k}: {masker.mask(str(meta[k]))}" for k in shown if meta.get(k) not in (None, "")]
+    return " · ".join(parts)[:300]
 
 
 # -- pull -----------------------------------------------------------------------------------

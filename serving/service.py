@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,9 @@ class ServiceOptions:
     history_turns: int = 20
     history_ttl_seconds: float = 3600.0
     max_conversations: int = 100_000
+    #: Where the store only holds masked text (SENTILOOP_PII=mask-at-ingest), the models were
+    #: trained on it: messages are masked the same way before they are scored or kept.
+    mask: Callable[[str], str] | None = None
 
 
 class Service:
@@ -159,7 +163,11 @@ class Service:
     async def classify(self, messages: list[MessageIn]) -> tuple[ServedModel, list[MessageOut]]:
         self.check_limits(messages)
         assert self.batcher is not None
-        scored = await self.batcher.score([m.text for m in messages])
+        texts = [m.text for m in messages]
+        mask = self.options.mask
+        if mask is not None:
+            texts = await asyncio.to_thread(lambda: [mask(t) for t in texts])
+        scored = await self.batcher.score(texts)
         model, probs = scored.model, scored.probs
         labels = probs.argmax(axis=1)
         scores = probs[:, 2] + 0.5 * probs[:, 1]
@@ -191,7 +199,7 @@ class Service:
                         ),
                     )
                 if self.feed is not None:
-                    self.feed.offer(m.id, m.text, m.conversation_id, m.sent_at)
+                    self.feed.offer(m.id, texts[i], m.conversation_id, m.sent_at)
         return model, out
 
     async def route(self, conversation_id: str, messages: list[MessageIn]) -> RouteResponse:

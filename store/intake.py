@@ -64,12 +64,16 @@ class IngestReport:
 
 
 def ingest_file(
-    store: Store, path: Path, progress: Callable[[int], None] | None = None
+    store: Store,
+    path: Path,
+    progress: Callable[[int], None] | None = None,
+    transform: Callable[[ChatIn], ChatIn] | None = None,
 ) -> IngestReport:
     """Store every good row of ``path`` and report every bad one (parse or database) by its
     row number and reason. Raises IngestError when the file as a whole cannot be read, and
     DatabaseUnavailable when the database is unreachable or locked (nothing is lost: the
-    rows written so far are idempotent to write again)."""
+    rows written so far are idempotent to write again). ``transform`` rewrites each good row
+    before it is stored (masking personal data on the way in)."""
     since = utcnow()
     report = IngestReport(str(path))
     chunk: list[ChatIn] = []
@@ -93,7 +97,7 @@ def ingest_file(
             continue
         report.long_texts += len(record.text) > LONG_TEXT_CHARS
         report.cleaned += record.cleaned
-        chunk.append(record)
+        chunk.append(record if transform is None else transform(record))
         if len(chunk) >= INGEST_CHUNK:
             flush()
     if chunk:
