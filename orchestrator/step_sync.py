@@ -19,7 +19,6 @@ from store import (
     utcnow,
 )
 
-#: Columns that would tell annotators the answer are never shown in Label Studio.
 PULL_OVERLAP = timedelta(seconds=30)
 
 logger = logging.getLogger(__name__)

@@ -34,6 +34,9 @@ _WORD = re.compile(r"\S+")
 _CARD_PATTERNS = [
     Pattern("card 2-series", r"\b2(?:2[2-9]|[3-6]\d|7[0-2])\d(?:[- ]?\d{4}){3}\b", 0.3),
     Pattern("card amex 4-6-5", r"\b3[47]\d{2}[- ]?\d{6}[- ]?\d{5}\b", 0.3),
+    # each pattern searches on its own: where Presidio's loose one swallowed a number just
+    # before the card ("flight 1261 5127-4950-..."), this one still finds the 16 digits
+    Pattern("card 4x4", r"\b(?:4\d{3}|5[1-5]\d{2}|6\d{3})(?:[- ]?\d{4}){3}\b", 0.3),
 ]
 URL_WITH_QUERY = r"\b(?:https?://|www\.)[^\s<>\"']+\?[^\s<>\"']+"
 STREET_ADDRESS = (
@@ -103,8 +106,8 @@ def _valid(candidate: str, region: str) -> bool:
 
 
 class ChatCardRecognizer(CreditCardRecognizer):
-    """Presidio's patterns predate Mastercard's 2-series (2221-2720); ours add it and Amex's
-    4-6-5 grouping. Every candidate still has to pass the Luhn check."""
+    """Presidio's patterns predate Mastercard's 2-series (2221-2720); ours add it, Amex's
+    4-6-5 grouping and plain 16 digits. Every candidate still has to pass the Luhn check."""
 
     def __init__(self) -> None:
         super().__init__(patterns=[*CreditCardRecognizer.PATTERNS, *_CARD_PATTERNS])

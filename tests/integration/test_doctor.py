@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import redis
 import torch
-from typer.testing import CliRunner
 
-from orchestrator.cli import app
 from orchestrator.settings import load_settings
 from store import Store
 from store.base import MIGRATIONS_DIR, migration_scripts
+from tests.conftest import REPO_ROOT
 from tests.installation import install
 from tests.integration.conftest import free_port
 from tests.integration.loop import REDIS
@@ -24,19 +26,27 @@ pytestmark = pytest.mark.integration
 
 
 def _doctor(*args: str) -> tuple[int, dict[str, tuple[str, str]]]:
-    """Exit code and, per check, its status and the rest of its lines."""
-    result = CliRunner().invoke(app, ["doctor", *args])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    """Exit code and, per check, its status and the rest of its lines. Run as a user runs it,
+    in its own process (with the environment the test set)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "doctor", *args],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
     checks: dict[str, tuple[str, str]] = {}
     name = ""
-    for line in result.output.splitlines():
+    for line in result.stdout.splitlines():
         found = re.match(r"(ok|warn|fail) +([^:]+): (.*)", line)
         if found:
             name = found[2]
             checks[name] = (found[1], found[3])
         elif name:
             checks[name] = (checks[name][0], checks[name][1] + " " + line.strip())
-    return result.exit_code, checks
+    return result.returncode, checks
 
 
 def test_doctor_names_every_broken_piece(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,6 +24,8 @@ def masker() -> Masker:
         ("ruf an: +49 30 12345678", "ruf an: <PHONE>"),
         ("card 4111 1111 1111 1111 was charged twice", "card <CARD> was charged twice"),
         ("card 4111-1111-1111-1111", "card <CARD>"),
+        ("card 2221 0000 0000 0009 (the 2-series)", "card <CARD> (the 2-series)"),
+        ("our ft 1261 5127-4950-4974-4856 to LGA", "our ft 1261 <CARD> to LGA"),
         ("IBAN DE89 3704 0044 0532 0130 00 for the refund", "IBAN <IBAN> for the refund"),
         ("from 203.0.113.7 again", "from <IP> again"),
         ("see https://shop.example.com/o?id=42&t=x now", "see <URL> now"),
