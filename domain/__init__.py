@@ -4,7 +4,7 @@ torch-free ones included) may depend on it."""
 
 from __future__ import annotations
 
-__all__ = ["LABELS", "PII_MODES", "STRATEGIES", "SentiloopError"]
+__all__ = ["LABELS", "PERMISSIONS", "PII_MODES", "ROLES", "STRATEGIES", "SentiloopError"]
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 """Class names in the model's output order: column 0, 1, 2 of every probability matrix."""
@@ -22,6 +22,18 @@ STRATEGIES: tuple[str, ...] = (
 PII_MODES: tuple[str, str] = ("mask-for-annotators", "mask-at-ingest")
 """Where personal data is masked (SENTILOOP_PII): only in what people see, the store keeping
 the original for the model; or on the way in, so the original never reaches the store."""
+
+ROLES: tuple[str, ...] = ("viewer", "annotator-admin", "promoter", "admin")
+"""Operator roles (`sentiloop operators create NAME --role R`)."""
+
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    "promote": ("promoter", "admin"),  # models promote, rollback, resume
+    "keys": ("admin",),  # the service's API keys, the ML backend's key
+    "erase": ("admin",),  # sentiloop erase
+    "operators": ("admin",),  # operator accounts
+    "annotators": ("annotator-admin", "admin"),  # an annotator's pseudonymous id
+}
+"""What each privileged action needs; a ``viewer`` (like anyone without a key) only reads."""
 
 
 class SentiloopError(Exception):

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +25,9 @@ from orchestrator.backup_files import (
 )
 from orchestrator.context import Progress
 from orchestrator.errors import BackupError
+from orchestrator.holding import steps_held
 from orchestrator.settings import Settings
-from store import LeaseBusy, Store, utcnow
+from store import Store, utcnow
 from store.snapshot import StoreSnapshot, dump_postgres, kind, snapshot_sqlite, sqlite_file
 
 logger = logging.getLogger(__name__)
@@ -79,7 +77,7 @@ def _backup(settings: Settings, dest: Path, progress: Progress, wait_s: float) -
         store.check()
         _prepare(dest, settings)
         writer = BackupWriter(dest, progress)
-        with _steps_held(store, wait_s):
+        with steps_held(store, HELD_STEPS, wait_s, BackupError):
             snap = _store(store, writer)
             copied = _checkpoints(snap, writer)
             label_studio = _label_studio(settings, writer)
@@ -138,27 +136,6 @@ def _prepare(dest: Path, settings: Settings) -> None:
         dest.chmod(0o700)
     except OSError as exc:
         raise BackupError(f"cannot create the backup directory {dest}: {exc}") from exc
-
-
-@contextmanager
-def _steps_held(store: Store, wait_s: float) -> Iterator[None]:
-    """Hold the leases of the push, pull and retrain steps (waiting for running ones)."""
-    deadline = time.monotonic() + wait_s
-    with ExitStack() as stack:
-        for step in HELD_STEPS:
-            while True:
-                try:
-                    stack.enter_context(store.lease(step))
-                    break
-                except LeaseBusy:
-                    if time.monotonic() > deadline:
-                        raise BackupError(
-                            f"the {step} step is still running after {wait_s:.0f} s; "
-                            "try again when it has finished (or pass a longer --wait)"
-                        ) from None
-                    logger.info("waiting for the running %s step to finish", step)
-                    time.sleep(2)
-        yield
 
 
 def _store(store: Store, writer: BackupWriter) -> StoreSnapshot:

@@ -21,6 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from domain import LABELS
+from orchestrator.cli_access import annotators_app, erase, operators_app
 from orchestrator.cli_common import console, err, fmt, load_or_exit, open_store, or_exit
 from orchestrator.cli_install import backup, ls_app, restore
 from orchestrator.cli_models import models_app
@@ -32,6 +33,9 @@ app.add_typer(ls_app, name="labelstudio")
 app.add_typer(models_app, name="models")
 app.add_typer(bench_app, name="bench")
 app.add_typer(keys_app, name="keys")
+app.add_typer(operators_app, name="operators")
+app.add_typer(annotators_app, name="annotators")
+app.command()(erase)
 app.command()(serve)
 app.command()(backup)
 app.command()(restore)
@@ -75,7 +79,20 @@ def init() -> None:
     or_exit(store.init)
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     settings.inbox_dir.mkdir(parents=True, exist_ok=True)
+    renamed = or_exit(lambda: _pseudonymize_annotators(settings, store))
+    if renamed:
+        console.print(f"{renamed} annotations now name their annotator by a pseudonymous id")
     console.print(f"store ready at {store.safe_url}")
+
+
+def _pseudonymize_annotators(settings: Any, store: Any) -> int:
+    """Annotations pulled before annotators had pseudonymous ids: replace their e-mails."""
+    from functools import cache
+
+    from privacy import is_pseudonym, pseudonym
+
+    key = cache(lambda: store.pseudonym_key(settings.configured_pseudonym_key))
+    return int(store.rename_annotators(is_pseudonym, lambda name: pseudonym(key(), name)))
 
 
 @app.command()

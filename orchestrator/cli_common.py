@@ -41,5 +41,12 @@ def open_store(settings: Settings) -> Any:
     return Store(settings.db_url)
 
 
+def acting(settings: Settings, store: Any, action: str) -> Any:
+    """The operator doing ``action`` (SENTILOOP_OPERATOR_KEY), or exit saying who may."""
+    from orchestrator.access import authorize
+
+    return or_exit(lambda: authorize(settings, store, action))
+
+
 def fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"

@@ -17,7 +17,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from orchestrator.cli_common import console, err, load_or_exit, open_store, or_exit
+from orchestrator.cli_common import acting, console, err, load_or_exit, open_store, or_exit
 from orchestrator.settings import Settings
 
 ls_app = typer.Typer(no_args_is_help=True, help="Run the local Label Studio server.")
@@ -111,9 +111,10 @@ def labelstudio_connect(
         if settings.ml_backend_auth:
             store = open_store(settings)
             or_exit(store.init)
+            admin = acting(settings, store, "keys")
             key, key_hash, prefix = new_key()
-            store.revoke_api_key(BACKEND_KEY_NAME)
-            or_exit(lambda: store.add_api_key(BACKEND_KEY_NAME, key_hash, prefix))
+            store.revoke_api_key(BACKEND_KEY_NAME, by=admin.name)
+            or_exit(lambda: store.add_api_key(BACKEND_KEY_NAME, key_hash, prefix, by=admin.name))
             auth = (BACKEND_KEY_NAME, key)
         # the service reads new keys every SENTILOOP_SERVE_POLL_SECONDS: until then, 401
         deadline = time.monotonic() + settings.serve_poll_seconds + 5

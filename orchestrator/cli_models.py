@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from domain import LABELS
-from orchestrator.cli_common import console, err, fmt, load_or_exit, open_store, or_exit
+from orchestrator.cli_common import acting, console, err, fmt, load_or_exit, open_store, or_exit
 
 models_app = typer.Typer(no_args_is_help=True, help="Model versions.")
 
@@ -17,14 +17,20 @@ models_app = typer.Typer(no_args_is_help=True, help="Model versions.")
 @models_app.command("list")
 def models_list() -> None:
     """Every model version with its status and metrics."""
-    store = open_store(load_or_exit())
+    from orchestrator.context import Context
+    from orchestrator.erasure import versions_with_erased
+
+    ctx = Context.from_settings(load_or_exit())
+    erased = or_exit(lambda: versions_with_erased(ctx))
     table = Table(
         "version", "status", "mode", "parent", "labels", "macro-F1", "accuracy", "created"
     )
-    for v in or_exit(store.versions):
+    for v in or_exit(ctx.store.versions):
         table.add_row(
             f"v{v.number}",
-            v.status + (" (files deleted)" if v.checkpoint_deleted else ""),
+            v.status
+            + (" (files deleted)" if v.checkpoint_deleted else "")
+            + (" (learned erased chats)" if v.number in erased else ""),
             v.mode,
             f"v{v.parent}" if v.parent else "-",
             str(v.n_train),
@@ -46,7 +52,8 @@ def models_promote(
     from orchestrator.registry import promote
 
     ctx = Context.from_settings(load_or_exit())
-    record, gate = or_exit(lambda: promote(ctx, number, force=force, reason=reason))
+    who = acting(ctx.settings, ctx.store, "promote")
+    record, gate = or_exit(lambda: promote(ctx, number, by=who, force=force, reason=reason))
     if record is None:
         err.print(
             f"[red]refused:[/] v{number} fails the gate: {gate['reason']} (use --force --reason)"
@@ -66,7 +73,8 @@ def models_rollback(
     from orchestrator.registry import rollback
 
     ctx = Context.from_settings(load_or_exit())
-    record = or_exit(lambda: rollback(ctx, reason=reason))
+    who = acting(ctx.settings, ctx.store, "promote")
+    record = or_exit(lambda: rollback(ctx, by=who, reason=reason))
     console.print(
         f"rolled back: v{record.version} is production (was v{record.previous}); automatic "
         "promotion is paused until `sentiloop models resume`"
@@ -76,7 +84,9 @@ def models_rollback(
 @models_app.command("resume")
 def models_resume() -> None:
     """Let the scheduler promote again after a manual rollback paused it."""
-    store = open_store(load_or_exit())
+    settings = load_or_exit()
+    store = open_store(settings)
+    acting(settings, store, "promote")
     paused = or_exit(store.auto_promotion_paused)
     if not or_exit(store.resume_auto_promotion):
         console.print("automatic promotion was not paused")
@@ -122,6 +132,14 @@ def models_show(number: int) -> None:
         f"({', '.join(f'{k} {v}' for k, v in sorted(labels.items()))}); "
         f"{card['lineage_annotations']} in its whole lineage",
     )
+    erased = or_exit(lambda: ctx.store.erased_in_lineage(ctx.store.lineage(number)))
+    if erased:
+        table.add_row(
+            "ERASED DATA",
+            f"learned {sum(erased.values())} annotations of chats erased since (erasure "
+            + ", ".join(f"#{e}" for e in sorted(erased))
+            + "): retrain without them with `sentiloop cycle`",
+        )
     table.add_row(
         "checkpoint", version.checkpoint_path + (" (deleted)" if version.checkpoint_deleted else "")
     )

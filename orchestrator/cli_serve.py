@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from orchestrator.cli_common import console, err, load_or_exit, open_store, or_exit
+from orchestrator.cli_common import acting, console, err, load_or_exit, open_store, or_exit
 from orchestrator.settings import Settings
 
 if TYPE_CHECKING:
@@ -119,10 +119,12 @@ def keys_create(
     if not name.strip() or len(name) > 64 or not name.isprintable():
         err.print("[red]error:[/] a key name is 1 to 64 printable characters")
         raise typer.Exit(2)
-    store = open_store(load_or_exit())
+    settings = load_or_exit()
+    store = open_store(settings)
     or_exit(store.init)
+    admin = acting(settings, store, "keys")
     key, key_hash, prefix = new_key()
-    or_exit(lambda: store.add_api_key(name, key_hash, prefix))
+    or_exit(lambda: store.add_api_key(name, key_hash, prefix, by=admin.name))
     err.print(f"API key {name!r} created; it is shown once, keep it secret:")
     print(key)
 
@@ -131,13 +133,15 @@ def keys_create(
 def keys_list() -> None:
     """Every key: name, first characters, created, revoked."""
     store = open_store(load_or_exit())
-    table = Table("name", "key starts", "created", "revoked")
+    table = Table("name", "key starts", "created", "by", "revoked", "by")
     for k in or_exit(store.api_keys):
         table.add_row(
             k.name,
             k.prefix + "…",
             f"{k.created_at:%Y-%m-%d %H:%M}",
+            k.created_by or "-",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "-",
+            k.revoked_by or "-",
         )
     console.print(table)
 
@@ -145,8 +149,10 @@ def keys_list() -> None:
 @keys_app.command("revoke")
 def keys_revoke(name: str) -> None:
     """Revoke the active key of that name (services stop accepting it within a poll)."""
-    store = open_store(load_or_exit())
-    if not or_exit(lambda: store.revoke_api_key(name)):
+    settings = load_or_exit()
+    store = open_store(settings)
+    admin = acting(settings, store, "keys")
+    if not or_exit(lambda: store.revoke_api_key(name, by=admin.name)):
         err.print(f"[red]error:[/] no active API key named {name!r}")
         raise typer.Exit(2)
     console.print(f"revoked {name!r}")

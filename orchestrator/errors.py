@@ -22,3 +22,7 @@ class LabelStudioMismatch(StepError):
 class PullBusy(OrchestratorError):
     """Another pull is running and may have read Label Studio before an annotation event:
     the event's pull is tried again once it is done."""
+
+
+class AccessDenied(OrchestratorError):
+    """No known operator key, or its role may not do this (the message says which role may)."""

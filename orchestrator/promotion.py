@@ -1,10 +1,10 @@
 """Promotion and rollback through the gate, with an audit trail: compare-and-swap on the
 version the gate compared against, rollback down the production history, automatic promotion
-paused by a manual rollback."""
+paused by a manual rollback. A person's promotion or rollback names the operator (see
+access); the scheduler's names the scheduler."""
 
 from __future__ import annotations
 
-import getpass
 import logging
 import socket
 from typing import Any
@@ -14,6 +14,7 @@ from orchestrator.errors import StepError
 from orchestrator.evaluation import gate
 from store import (
     ModelVersion,
+    Operator,
     Promotion,
     PromotionConflict,
     StoreError,
@@ -22,20 +23,11 @@ from store import (
 logger = logging.getLogger(__name__)
 
 
-def actor() -> str:
-    """Who acts, for the audit trail: the OS user and host (the scheduler for auto)."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
-
-
 # -- promotion and rollback ---------------------------------------------------------------
 
 
 def promote(
-    ctx: Context, number: int, *, force: bool = False, reason: str = "", who: str | None = None
+    ctx: Context, number: int, *, by: Operator, force: bool = False, reason: str = ""
 ) -> tuple[Promotion | None, dict[str, Any]]:
     """Promote through the gate; ``force`` overrides a failed gate but needs a reason. The
     promotion happens only if production is still the version the gate compared against."""
@@ -54,7 +46,8 @@ def promote(
     try:
         record = store.promote(
             number,
-            actor=who or actor(),
+            actor=by.name,
+            operator_id=by.id,
             reason=reason or ("gate passed" if result["passed"] else ""),
             action="promote",
             gate=result,
@@ -66,12 +59,14 @@ def promote(
     return record, result
 
 
-def rollback(ctx: Context, *, reason: str = "", who: str | None = None) -> Promotion:
+def rollback(ctx: Context, *, by: Operator, reason: str = "") -> Promotion:
     """Make the version below the current one in the production history production again,
     and pause automatic promotion until someone resumes it (the scheduler must not promote
     over a person's decision)."""
     try:
-        return ctx.store.rollback(actor=who or actor(), reason=reason or "rollback", pause=True)
+        return ctx.store.rollback(
+            actor=by.name, operator_id=by.id, reason=reason or "rollback", pause=True
+        )
     except PromotionConflict as exc:
         raise StepError(f"{exc}: production changed meanwhile, try again") from exc
     except StoreError as exc:

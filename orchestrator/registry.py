@@ -13,7 +13,7 @@ from orchestrator.evaluation import (
     gate,
     predict,
 )
-from orchestrator.promotion import actor, auto_promote, promote, rollback
+from orchestrator.promotion import auto_promote, promote, rollback
 from orchestrator.retrain import (
     apply_retention,
     choose_mode,
@@ -24,7 +24,6 @@ from orchestrator.retrain import (
 
 __all__ = [
     "EvalSet",
-    "actor",
     "apply_retention",
     "auto_promote",
     "card_data",

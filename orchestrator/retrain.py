@@ -45,6 +45,8 @@ def choose_mode(ctx: Context, production: ModelVersion | None) -> tuple[str, str
         return "full", "SENTILOOP_RETRAIN_MODE=full"
     if production is None:
         return "full", "no production version to start from"
+    if ctx.store.erased_in_lineage(ctx.store.lineage(production.number)):
+        return "full", f"v{production.number} learned chats erased since"
     chain = sum(v.mode == "incremental" for v in ctx.store.warm_start_chain(production.number))
     if chain + 1 >= settings.full_every:
         return "full", f"{chain} incremental versions in a row (SENTILOOP_FULL_EVERY)"

@@ -197,6 +197,19 @@ class Settings(BaseSettings):
         "channel,airline,created_at,received_at",
         description="Metadata columns annotators see (masked too); the others stay in the store.",
     )
+    customer_field: str = Field(
+        "customer_id",
+        min_length=1,
+        max_length=64,
+        description="Metadata column naming the customer (`sentiloop erase --customer`).",
+    )
+    operator_key: SecretStr | None = Field(
+        None, description="Your operator key (`sentiloop operators create`): who acts."
+    )
+    pseudonym_secret: SecretStr | None = Field(
+        None,
+        description="Key of annotators' pseudonymous ids; default a random one kept in the store.",
+    )
 
     schedule_seconds: float = Field(3600.0, gt=0, description="Celery beat cycle interval.")
     worker_concurrency: int = Field(1, ge=1)
@@ -371,6 +384,13 @@ class Settings(BaseSettings):
                 )
             return self.label_studio_token.get_secret_value()
         return self._local_credentials["token"]
+
+    @property
+    def configured_pseudonym_key(self) -> bytes | None:
+        """SENTILOOP_PSEUDONYM_SECRET as bytes; None: the store's own key is used."""
+        if self.pseudonym_secret is None:
+            return None
+        return self.pseudonym_secret.get_secret_value().encode("utf-8")
 
     @property
     def ls_password(self) -> str:

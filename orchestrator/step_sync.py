@@ -12,7 +12,7 @@ from labeling import LabelStudioClient, TaskIn
 from labeling import PredictionIn as TaskPrediction
 from orchestrator.context import Context, Progress
 from orchestrator.errors import LabelStudioMismatch
-from privacy import Masker
+from privacy import Masker, pseudonym
 from store import (
     AnnotationIn,
     LabelTask,
@@ -220,6 +220,8 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
     listing = client.tasks_by_chat_id(project)
     _adopt_imported(ctx, project, instance, listing)
     by_task = store.task_chat_map(project, instance)
+    # annotators are kept by pseudonymous id, never by their e-mail address
+    key = store.pseudonym_key(ctx.settings.configured_pseudonym_key) if items else b""
     rows, unknown = [], 0
     for a in items:
         chat_id = by_task.get(a.task_id)
@@ -232,7 +234,7 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
                 ls_task_id=a.task_id,
                 chat_id=chat_id,
                 label=a.label,
-                annotator=a.annotator,
+                annotator=pseudonym(key, a.annotator) if a.annotator else None,
                 cancelled=a.cancelled,
                 created_at=a.created_at,
                 updated_at=a.updated_at,

@@ -18,7 +18,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def new_key() -> tuple[str, str, str]:
+def new_key(prefix: str = KEY_PREFIX) -> tuple[str, str, str]:
     """(the key, its hash, its first characters for telling keys apart)."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = prefix + secrets.token_urlsafe(32)
     return key, hash_key(key), key[:10]

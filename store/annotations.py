@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -131,6 +131,25 @@ class AnnotationStore(StoreBase):
                 _settle_task_states(s, instance, {i.ls_task_id for i in chunk})
                 s.commit()
         return AnnotationCounts(new, updated, unchanged)
+
+    def rename_annotators(self, keep: Callable[[str], bool], rename: Callable[[str], str]) -> int:
+        """Rename every annotator name that ``keep`` refuses (e-mails pulled before annotators
+        had pseudonymous ids), in annotations and their history; returns the rows changed."""
+        changed = 0
+        with self.session() as s:
+            for model in (Annotation, AnnotationHistory):
+                names = s.exec(select(model.annotator).distinct()).all()
+                for name in names:
+                    if name is None or keep(name):
+                        continue
+                    result = s.exec(
+                        update(model)
+                        .where(col(model.annotator) == name)
+                        .values(annotator=rename(name))
+                    )
+                    changed += int(result.rowcount) if model is Annotation else 0
+            s.commit()
+        return changed
 
     def annotation_history(self, ls_annotation_id: int) -> list[AnnotationHistory]:
         with self.session() as s:

@@ -15,6 +15,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from store.base import ROW_ERRORS, WRITE_CHUNK, StoreBase, db_reason, is_transient, rowcount
+from store.erasure import erased_among
 from store.ingest import ChatIn
 from store.models import (
     ACTIVE_TASK_STATES,
@@ -123,9 +124,16 @@ class ChatStore(StoreBase):
                     select(Chat).where(col(Chat.source_id).in_([c.source_id for c in chats]))
                 ).all()
             }
+            erased = erased_among(s, [c.source_id for c in chats if c.source_id not in existing])
+            refused: list[tuple[int, str]] = []
             now = utcnow()
             for item in chats:
                 row = existing.get(item.source_id)
+                if row is None and item.source_id in erased:
+                    refused.append(
+                        (item.row, f"erased on request (erasure #{erased[item.source_id]})")
+                    )
+                    continue
                 if row is None:
                     s.add(
                         Chat(
@@ -163,7 +171,7 @@ class ChatStore(StoreBase):
                     unchanged += not earlier_row
                 repeated += earlier_row
             s.commit()
-        return IngestCounts(inserted, updated, unchanged, repeated=repeated)
+        return IngestCounts(inserted, updated, unchanged, repeated=repeated, refused=tuple(refused))
 
     # -- predictions --------------------------------------------------------------------------
 

@@ -193,7 +193,8 @@ class Promotion(SQLModel, table=True):
     version: int = Field(index=True)
     previous: int | None = None
     action: str = Field(max_length=16)  # promote | rollback
-    actor: str = Field(max_length=255)
+    actor: str = Field(max_length=255)  # the operator's name, or the scheduler
+    operator_id: int | None = Field(default=None, foreign_key="operator.id")
     reason: str = ""
     forced: bool = False
     gate: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
@@ -282,6 +283,58 @@ class ApiKey(SQLModel, table=True):
     prefix: str = Field(max_length=16)  # the key's first characters, to tell keys apart
     created_at: datetime = Field(default_factory=utcnow)
     revoked_at: datetime | None = None
+    created_by: str | None = Field(default=None, max_length=64)  # operator names, for the audit
+    revoked_by: str | None = Field(default=None, max_length=64)
+
+
+class Operator(SQLModel, table=True):
+    """A person (or a job) allowed to act on the loop: promote, roll back, manage keys, erase.
+    Identified by a key of its own (only its sha256 is kept); the audit names the operator."""
+
+    __table_args__ = (
+        Index(
+            "uq_operator_active_name",
+            "name",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    role: str = Field(max_length=32)
+    key_hash: str = Field(unique=True, max_length=64)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(default_factory=utcnow)
+    created_by: str | None = Field(default=None, max_length=64)  # None: the first admin
+    revoked_at: datetime | None = None
+    revoked_by: str | None = Field(default=None, max_length=64)
+
+
+class Erasure(SQLModel, table=True):
+    """An erasure on request: who, when, why and what was removed, never the content. The
+    store ids of the erased annotations let `models show` name the versions that learned them."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=64)
+    operator_id: int | None = Field(default=None, foreign_key="operator.id")
+    reason: str = ""
+    selector: str = Field(max_length=16)  # chat | customer
+    chats: int = 0
+    annotations: int = 0
+    predictions: int = 0
+    label_studio_tasks: int = 0
+    annotation_ids: list[int] = Field(default_factory=list, sa_column=_json())
+
+
+class ErasedSource(SQLModel, table=True):
+    """The sha256 of an erased chat's source id: a file or feed that brings the chat again
+    is refused that row instead of storing the customer's data anew."""
+
+    source_hash: str = Field(primary_key=True, max_length=64)
+    erasure_id: int = Field(foreign_key="erasure.id", index=True)
 
 
 class ShadowStat(SQLModel, table=True):

@@ -30,14 +30,16 @@ class ShadowCounts:
 class ServiceStore(StoreBase):
     """API keys and shadow counts."""
 
-    def add_api_key(self, name: str, key_hash: str, prefix: str) -> ApiKey:
+    def add_api_key(
+        self, name: str, key_hash: str, prefix: str, *, by: str | None = None
+    ) -> ApiKey:
         """Record a new key; a name already held by an active key is refused."""
         with self.session() as s:
             if s.exec(
                 select(ApiKey).where(ApiKey.name == name, col(ApiKey.revoked_at).is_(None))
             ).first():
                 raise StoreError(f"an active API key named {name!r} exists; revoke it first")
-            key = ApiKey(name=name, key_hash=key_hash, prefix=prefix)
+            key = ApiKey(name=name, key_hash=key_hash, prefix=prefix, created_by=by)
             s.add(key)
             try:
                 s.commit()
@@ -58,13 +60,13 @@ class ServiceStore(StoreBase):
             ).all()
             return {h: n for h, n in rows}
 
-    def revoke_api_key(self, name: str) -> bool:
+    def revoke_api_key(self, name: str, *, by: str | None = None) -> bool:
         """Revoke the active key of that name; False if there is none."""
         with self.session() as s:
             result = s.execute(
                 update(ApiKey)
                 .where(col(ApiKey.name) == name, col(ApiKey.revoked_at).is_(None))
-                .values(revoked_at=utcnow())
+                .values(revoked_at=utcnow(), revoked_by=by)
             )
             s.commit()
             return bool(result.rowcount)  # type: ignore[attr-defined]

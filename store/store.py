@@ -14,6 +14,8 @@ from sqlmodel import col, select
 from store.annotations import AnnotationCounts, AnnotationIn, AnnotationStore, TrainingExample
 from store.base import StoreBase
 from store.chats import Candidates, ChatStore, IngestCounts, PredictionIn
+from store.erasure import ErasureIn, ErasureStore
+from store.identities import IdentityStore
 from store.models import Annotation, Chat, LabelTask, ModelVersion, Prediction
 from store.requests import RequestStore
 from store.runs import RunStore
@@ -25,6 +27,7 @@ __all__ = [
     "AnnotationCounts",
     "AnnotationIn",
     "Candidates",
+    "ErasureIn",
     "IngestCounts",
     "PredictionIn",
     "ShadowCounts",
@@ -36,7 +39,15 @@ __all__ = [
 
 
 class Store(
-    ChatStore, TaskStore, AnnotationStore, VersionStore, RunStore, RequestStore, ServiceStore
+    ChatStore,
+    TaskStore,
+    AnnotationStore,
+    VersionStore,
+    RunStore,
+    RequestStore,
+    ServiceStore,
+    IdentityStore,
+    ErasureStore,
 ):
     """Owns the engine. Methods open short sessions; nothing here holds a transaction open."""
 

@@ -149,6 +149,7 @@ class VersionStore(StoreBase):
         gate: dict[str, Any] | None = None,
         forced: bool = False,
         expected: int | object | None = ANY_PRODUCTION,
+        operator_id: int | None = None,
     ) -> Promotion:
         """Make ``number`` the one production version and record who did it and why, in one
         transaction. With ``expected`` (the production version a gate compared against, or
@@ -158,11 +159,20 @@ class VersionStore(StoreBase):
         the other retries against the new state."""
         return self._with_retries(
             lambda: self._promote_once(
-                number, actor, reason, action, gate or {}, forced, expected, pause=None
+                number,
+                (actor, operator_id),
+                reason,
+                action,
+                gate or {},
+                forced,
+                expected,
+                pause=None,
             )
         )
 
-    def rollback(self, *, actor: str, reason: str = "", pause: bool = True) -> Promotion:
+    def rollback(
+        self, *, actor: str, reason: str = "", pause: bool = True, operator_id: int | None = None
+    ) -> Promotion:
         """Make the version below the current one in the production history production again.
         The history is a stack: promotions push, rollbacks pop, so rolling back twice goes two
         versions back. With ``pause`` automatic promotion stops until :meth:`resume_auto_promotion`
@@ -174,7 +184,7 @@ class VersionStore(StoreBase):
                 raise StoreError("nothing to roll back to: the production history has one version")
             return self._promote_once(
                 history[-2],
-                actor,
+                (actor, operator_id),
                 reason or "rollback",
                 "rollback",
                 {},
@@ -201,7 +211,7 @@ class VersionStore(StoreBase):
     def _promote_once(
         self,
         number: int,
-        actor: str,
+        who: tuple[str, int | None],
         reason: str,
         action: str,
         gate: dict[str, Any],
@@ -237,7 +247,8 @@ class VersionStore(StoreBase):
                 version=number,
                 previous=previous,
                 action=action,
-                actor=actor,
+                actor=who[0],
+                operator_id=who[1],
                 reason=reason,
                 forced=forced,
                 gate=gate,

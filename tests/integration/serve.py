@@ -86,6 +86,10 @@ def make_installation(
     key, key_hash, prefix = new_key()
     store.add_api_key("tests", key_hash, prefix)
     install.key = key
+    # the CLI manages keys as an admin
+    admin, admin_hash, admin_prefix = new_key("slo_")
+    store.add_operator("tests-admin", "admin", admin_hash, admin_prefix, by=None)
+    env["SENTILOOP_OPERATOR_KEY"] = admin
     return install
 
 

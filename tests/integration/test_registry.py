@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator import registry
+from orchestrator.access import create_operator
 from orchestrator.cli import app
 from orchestrator.context import Context
 from orchestrator.settings import load_settings
@@ -103,6 +104,9 @@ def test_gate_rollback_tamper_lineage_and_incremental(
     v2 = ctx.store.version(2)
     assert v2 is not None and v2.status == "candidate" and not v2.gate["passed"]
 
+    monkeypatch.setenv(
+        "SENTILOOP_OPERATOR_KEY", create_operator(ctx.settings, ctx.store, "root", "admin")[0]
+    )
     runner = CliRunner()
     out = runner.invoke(app, ["models", "show", "2"])
     assert out.exit_code == 0, out.output
