@@ -169,7 +169,7 @@ def where_to_look(settings: Settings, url: str, store: Any) -> str:
         + f"\n  inspect: SENTILOOP_HOME={home} bin/sentiloop status   (also: models list, "
         "models show N)\n"
         f"  serve the production version: SENTILOOP_HOME={home} bin/sentiloop serve  "
-        "(key: bin/sentiloop keys create NAME)\n"
+        "(key: bin/sentiloop keys create NAME, as an admin operator)\n"
         f"  stop Label Studio: SENTILOOP_HOME={home} bin/sentiloop labelstudio down"
     )
 

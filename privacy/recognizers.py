@@ -28,6 +28,11 @@ from presidio_analyzer.predefined_recognizers import (
 
 MIN_PHONE_DIGITS = 7
 _DATE = re.compile(r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}")
+#: A whole value that is a date and time ("2015-02-24 11:35:52 -0800", ISO 8601).
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)?"
+    r"(?:\s?(?:Z|UTC|[+-]\d{2}:?\d{2}))?"
+)
 #: Digits, with the separators people write phone numbers with, and the words they form.
 _DIGIT_RUN = re.compile(r"(?<![\w)+(])[+(]?\d[\d \t().\-/]{5,40}\d\b")
 _WORD = re.compile(r"\S+")
@@ -62,6 +67,10 @@ class ChatPhoneRecognizer(PhoneRecognizer):
     fails as a whole; we try each window of the run's words and keep the longest valid one."""
 
     def analyze(self, text: str, entities: list[str], nlp_artifacts: Any = None) -> list[Any]:
+        if sum(c.isdigit() for c in text) < MIN_PHONE_DIGITS:
+            return []  # most chats: nothing could be a phone number, skip the 12 regions' matching
+        if _TIMESTAMP.fullmatch(text.strip()):
+            return []  # a metadata column's timestamp: no phone number, and slow to rule out
         hits = [
             hit
             for hit in super().analyze(text, entities, nlp_artifacts)
@@ -93,8 +102,11 @@ class ChatPhoneRecognizer(PhoneRecognizer):
 
 
 def _phone_like(candidate: str) -> bool:
-    return sum(c.isdigit() for c in candidate) >= MIN_PHONE_DIGITS and not _DATE.fullmatch(
-        candidate.strip()
+    candidate = candidate.strip()
+    return (
+        sum(c.isdigit() for c in candidate) >= MIN_PHONE_DIGITS
+        and not _DATE.fullmatch(candidate)
+        and not _TIMESTAMP.match(candidate)  # "2015-02-24 11" of "2015-02-24 11:35:52"
     )
 
 

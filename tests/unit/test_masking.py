@@ -75,3 +75,11 @@ def test_a_card_number_is_not_also_taken_for_a_phone_number(masker: Masker) -> N
 def test_a_bad_pattern_is_named(patterns: dict[str, str], message: str) -> None:
     with pytest.raises(PatternError, match=message):
         Masker(patterns)
+
+
+def test_timestamps_are_not_phone_numbers_but_a_number_beside_one_is() -> None:
+    masker = Masker()
+    for stamp in ("2015-02-24 11:35:52 -0800", "2026-11-29T21:30:00Z", "2026-11-29"):
+        assert masker.mask(stamp) == stamp
+    said = masker.mask("on 2015-02-24 11:35:52 -0800 call +44 20 7946 0958 or 0612345678")
+    assert said == "on 2015-02-24 11:35:52 -0800 call <PHONE> or <PHONE>"
