@@ -12,6 +12,7 @@ from training.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
+from training.distill import TrainingSet, distillation_set
 from training.errors import CheckpointError, ModelLoadError, TrainingError
 from training.evaluate import evaluate
 from training.labels import LABELS, predicted_labels, sentiment_score, uncertainty
@@ -27,7 +28,7 @@ from training.selection import (
     utility,
 )
 from training.stopping import cohen_kappa, stabilised
-from training.train import TrainConfig, fine_tune
+from training.train import TrainConfig, fine_tune, fine_tune_on
 
 __all__ = [
     "DEFAULT_BASE_MODEL",
@@ -41,14 +42,17 @@ __all__ = [
     "Scorer",
     "TrainConfig",
     "TrainingError",
+    "TrainingSet",
     "apply_temperature",
     "clean_stale_tmp",
     "cohen_kappa",
     "cold_start",
+    "distillation_set",
     "duplicate_key",
     "evaluate",
     "expected_calibration_error",
     "fine_tune",
+    "fine_tune_on",
     "fit_temperature",
     "is_complete",
     "load_for_training",

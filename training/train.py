@@ -14,11 +14,12 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from training._batching import autocast, chunks, encode, pad_batch
+from training.distill import TrainingSet, human_set, soft_cross_entropy
 from training.errors import TrainingError
 from training.labels import LABELS
 from training.model import load_for_training, pick_device
 
-__all__ = ["TrainConfig", "class_weights", "fine_tune"]
+__all__ = ["TrainConfig", "class_weights", "fine_tune", "fine_tune_on"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,11 +76,16 @@ def class_weights(label_ids: Sequence[int]) -> torch.Tensor:
     Counteracts the airline data's negative majority, which otherwise dominates the loss.
     """
     counts = Counter(label_ids)
-    present = [c for c in range(len(LABELS)) if counts[c] > 0]
-    n = len(label_ids)
+    return _inverse_frequency([float(counts[c]) for c in range(len(LABELS))])
+
+
+def _inverse_frequency(mass: Sequence[float]) -> torch.Tensor:
+    """``class_weights`` on each class's total (weighted, possibly soft) share of the data."""
+    present = [c for c, m in enumerate(mass) if m > 0]
+    total = sum(mass)
     weights = torch.zeros(len(LABELS), dtype=torch.float32)
     for c in present:
-        weights[c] = n / (len(present) * counts[c])
+        weights[c] = total / (len(present) * mass[c])
     return weights
 
 
@@ -164,7 +170,32 @@ def fine_tune(
     eval_texts: Sequence[str] = (),
     eval_labels: Sequence[str] = (),
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Fine-tune ``base_model`` on labelled texts and return the model and tokenizer.
+    """Fine-tune ``base_model`` on human-labelled texts (see :func:`fine_tune_on`)."""
+    if len(texts) == 0:
+        raise TrainingError("no training data: texts is empty")
+    return fine_tune_on(
+        base_model,
+        human_set(texts, labels),
+        config,
+        device=device,
+        progress=progress,
+        eval_texts=eval_texts,
+        eval_labels=eval_labels,
+    )
+
+
+def fine_tune_on(
+    base_model: str,
+    data: TrainingSet,
+    config: TrainConfig,
+    *,
+    device: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+    eval_texts: Sequence[str] = (),
+    eval_labels: Sequence[str] = (),
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Fine-tune ``base_model`` on ``data`` (human labels, and a teacher's soft labels when
+    distilling) and return the model and tokenizer.
 
     ``base_model`` may be one of our checkpoints (a warm start: its head is kept). With
     ``config.early_stopping_patience`` and evaluation texts, each epoch is scored on them
@@ -175,21 +206,21 @@ def fine_tune(
     total_steps)`` is called after every optimisation step. The model is returned in
     eval mode, still on the training device.
     """
-    if len(texts) == 0:
+    if len(data) == 0:
         raise TrainingError("no training data: texts is empty")
-    if len(texts) != len(labels):
-        raise TrainingError(f"{len(texts)} texts but {len(labels)} labels")
-    targets = _label_ids(labels)
     dev = pick_device(device)
 
     torch.manual_seed(config.seed)  # before loading: the new head is initialised randomly
     model, tokenizer = load_for_training(base_model)
     module: nn.Module = model  # typed view; transformers wraps .to()/.eval() untyped
     module.to(dev)
-    encoded = encode(tokenizer, texts, config.max_length)
+    encoded = encode(tokenizer, data.texts, config.max_length)
+    targets = torch.from_numpy(data.targets)
+    example_weights = torch.from_numpy(data.weights)
 
-    weight = class_weights(targets) if config.class_weighted else None
-    loss_fn = nn.CrossEntropyLoss(weight=weight.to(dev) if weight is not None else None)
+    mass = (example_weights[:, None] * targets).sum(dim=0).tolist()
+    weight = _inverse_frequency(mass) if config.class_weighted else None
+    class_weight = weight.to(dev) if weight is not None else None
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     epochs = config.epochs_for(len(encoded))
     total_steps = steps_per_epoch * epochs
@@ -197,9 +228,10 @@ def fine_tune(
     scheduler = _linear_schedule(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     generator = torch.Generator().manual_seed(config.seed)
     logger.info(
-        "fine-tuning %s on %d examples for %d epoch(s), %d steps, device %s, weights %s",
+        "fine-tuning %s on %d examples (%d human) for %d epoch(s), %d steps, device %s, weights %s",
         base_model,
         len(encoded),
+        data.n_human,
         epochs,
         total_steps,
         dev,
@@ -219,12 +251,16 @@ def fine_tune(
         epoch_loss = 0.0
         for idx in chunks(order, config.batch_size):
             batch = pad_batch(tokenizer, [encoded[i] for i in idx], dev)
-            target = torch.tensor([targets[i] for i in idx], dtype=torch.long, device=dev)
             with autocast(dev, training=True):
                 logits = model(**batch).logits
-            loss = loss_fn(logits.float(), target)
+            loss = soft_cross_entropy(
+                logits.float(),
+                targets[idx].to(dev),
+                example_weights[idx].to(dev),
+                class_weight,
+            )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
