@@ -5,7 +5,7 @@ machine's user happens to be."""
 from __future__ import annotations
 
 from domain import PERMISSIONS, ROLES
-from orchestrator.errors import AccessDenied
+from orchestrator.errors import AccessDenied, StepError
 from orchestrator.settings import Settings
 from serving.keys import hash_key, new_key
 from store import Operator, Store
@@ -45,7 +45,8 @@ def authorize(settings: Settings, store: Store, action: str) -> Operator:
         )
     if operator.role not in allowed:
         raise AccessDenied(
-            f"{operator.name} is a {operator.role}: this needs the role {' or '.join(allowed)}"
+            f"{operator.name} ({operator.role}) may not do this: it needs the role "
+            + " or ".join(allowed)
         )
     return operator
 
@@ -54,9 +55,9 @@ def create_operator(settings: Settings, store: Store, name: str, role: str) -> t
     """A new operator and their key (shown once). The first operator of a store is its admin
     and needs no key; every later one is created by an admin."""
     if role not in ROLES:
-        raise AccessDenied(f"unknown role {role!r}: one of {', '.join(ROLES)}")
-    if not name.strip() or len(name) > 64:
-        raise AccessDenied("an operator's name is 1 to 64 characters")
+        raise StepError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+    if not name.strip() or len(name) > 64 or not name.isprintable():
+        raise StepError("an operator's name is 1 to 64 printable characters")
     key, key_hash, prefix = new_key(OPERATOR_KEY_PREFIX)
     if not store.has_operators():
         if role != "admin":

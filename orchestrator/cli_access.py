@@ -90,7 +90,10 @@ def annotators_id(
     settings = load_or_exit()
     store = open_store(settings)
     acting(settings, store, "annotators")
-    key = or_exit(lambda: store.pseudonym_key(settings.configured_pseudonym_key))
+    key = or_exit(lambda: store.kept_pseudonym_key(settings.configured_pseudonym_key))
+    if key is None:
+        err.print("no annotation has been pulled yet: no annotator has an id here")
+        raise typer.Exit(1)
     print(pseudonym(key, email))
 
 

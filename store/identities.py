@@ -100,27 +100,42 @@ class IdentityStore(StoreBase):
         random key made once and kept here, so every worker makes the same ids. A configured
         key must stay the one the store's ids were made with (its fingerprint is kept), else
         one annotator would get two ids."""
+        key = self._pseudonym_key(configured, create=True)
+        assert key is not None
+        return key
+
+    def kept_pseudonym_key(self, configured: bytes | None) -> bytes | None:
+        """As :meth:`pseudonym_key` for a reader: None (and nothing written) until a pull
+        made the key."""
+        return self._pseudonym_key(configured, create=False)
+
+    def _pseudonym_key(self, configured: bytes | None, *, create: bool) -> bytes | None:
         made = {"key": secrets.token_hex(32)} if configured is None else {}
         fingerprint = hashlib.sha256(configured or b"").hexdigest()[:16]
         with self.session() as s:
-            s.exec(
-                self._insert_ignore(LoopState, ["name"]).values(
-                    name=PSEUDONYM_KEY,
-                    value={**made, "fingerprint": fingerprint if configured else None},
-                    updated_at=utcnow(),
+            if create:
+                s.exec(
+                    self._insert_ignore(LoopState, ["name"]).values(
+                        name=PSEUDONYM_KEY,
+                        value={**made, "fingerprint": fingerprint if configured else None},
+                        updated_at=utcnow(),
+                    )
                 )
-            )
-            s.commit()
+                s.commit()
             row = s.get(LoopState, PSEUDONYM_KEY)
-            assert row is not None
+            if row is None:
+                return None
             kept = row.value
         if configured is None:
             if "key" not in kept:
-                raise StoreError("annotator ids here were made with a configured key: set it again")
+                raise StoreError(
+                    "annotator ids here were made with a configured key: set "
+                    "SENTILOOP_PSEUDONYM_SECRET again"
+                )
             return bytes.fromhex(kept["key"])
         if kept.get("fingerprint") != fingerprint:
             raise StoreError(
-                "annotator ids here were made with another key "
-                + ("(the store's own): unset it" if "key" in kept else "than the one configured")
+                "annotator ids here were made with another key than SENTILOOP_PSEUDONYM_SECRET "
+                + ("(the store's own): unset it" if "key" in kept else "holds now: restore it")
             )
         return configured

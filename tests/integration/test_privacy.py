@@ -166,8 +166,10 @@ def test_personal_data_is_masked_erased_on_request_and_only_operators_act(
         assert "create the first admin" in refused
         root = operator("root", "admin")
         viewer, promoter = operator("vic", "viewer", root), operator("pat", "promoter", root)
-        assert "vic is a viewer" in cli("models", "promote", "1", key=viewer, code=2)
-        assert "pat is a promoter" in cli("erase", "--customer", CUSTOMER, key=promoter, code=2)
+        assert "vic (viewer) may not" in cli("models", "promote", "1", key=viewer, code=2)
+        assert "pat (promoter) may not" in cli(
+            "erase", "--customer", CUSTOMER, key=promoter, code=2
+        )
         assert store.production() is None
         cli("models", "promote", "1", key=promoter)
         (record,) = store.promotions()

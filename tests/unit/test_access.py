@@ -44,7 +44,7 @@ def test_each_role_may_do_what_its_permissions_say(
             if role in allowed:
                 assert authorize(settings, store, action).role == role
             else:
-                with pytest.raises(AccessDenied, match=f"is a {role}: this needs the role"):
+                with pytest.raises(AccessDenied, match=rf"\({role}\) may not do this"):
                     authorize(settings, store, action)
 
 
@@ -103,7 +103,7 @@ def test_the_cli_refuses_a_viewer_and_audits_the_promoter(
     for args in (["models", "rollback"], ["models", "promote", "1"], ["keys", "create", "x"]):
         refused = runner.invoke(app, args)
         assert refused.exit_code == 2, refused.output
-        assert "a-viewer is a viewer: this needs the role" in " ".join(refused.output.split())
+        assert "a-viewer (viewer) may not do this" in " ".join(refused.output.split())
     assert store.production().number == 2  # type: ignore[union-attr]
     monkeypatch.setenv("SENTILOOP_OPERATOR_KEY", keys["promoter"])
     done = runner.invoke(app, ["models", "rollback", "--reason", "v2 misroutes"])
@@ -117,3 +117,20 @@ def test_the_cli_refuses_a_viewer_and_audits_the_promoter(
     )
     shown = runner.invoke(app, ["models", "show", "1"])
     assert "by a-promoter" in shown.output
+
+
+def test_an_annotator_admin_looks_up_a_pseudonym_a_viewer_may_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from privacy import pseudonym
+
+    store, keys = _operators(tmp_path, monkeypatch)
+    runner = CliRunner()
+    monkeypatch.setenv("SENTILOOP_OPERATOR_KEY", keys["annotator-admin"])
+    before = runner.invoke(app, ["annotators", "id", "ann@example.com"])
+    assert before.exit_code == 1 and "no annotation has been pulled yet" in before.output
+    key = store.pseudonym_key(None)
+    found = runner.invoke(app, ["annotators", "id", "Ann@Example.com"])
+    assert found.exit_code == 0 and found.output.strip() == pseudonym(key, "ann@example.com")
+    monkeypatch.setenv("SENTILOOP_OPERATOR_KEY", keys["viewer"])
+    assert runner.invoke(app, ["annotators", "id", "ann@example.com"]).exit_code == 2
