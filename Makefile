@@ -7,7 +7,7 @@ export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studi
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
 	bench-active-learning bench-ingest bench-serving bench-routing bench-loop-latency chaos \
-	test-pythons bench-privacy
+	test-pythons bench-privacy bench-base-models
 
 setup:
 	@bash scripts/setup.sh
@@ -53,6 +53,9 @@ bench-active-learning: setup
 
 bench-privacy: setup
 	$(PY) -m benchmarks.privacy $(BENCH_ARGS)
+
+bench-base-models: setup
+	$(PY) -m benchmarks.base_models $(BENCH_ARGS)
 
 bench-routing: setup
 	$(PY) -m benchmarks.routing $(BENCH_ARGS)
