@@ -31,7 +31,7 @@ def models_list() -> None:
             v.status
             + (" (files deleted)" if v.checkpoint_deleted else "")
             + (" (learned erased chats)" if v.number in erased else ""),
-            v.mode,
+            v.mode + (f", distilled from v{v.teacher}" if v.teacher is not None else ""),
             f"v{v.parent}" if v.parent else "-",
             str(v.n_train),
             fmt(v.metrics.get("macro_f1")),
@@ -115,6 +115,13 @@ def models_show(number: int) -> None:
     table.add_row("status", version.status)
     table.add_row("mode", f"{version.mode} ({version.train_config.get('mode_reason', '-')})")
     table.add_row("parent", f"v{version.parent}" if version.parent else "-")
+    distilled = version.train_config.get("distillation")
+    if version.teacher is not None and distilled:
+        table.add_row(
+            "teacher",
+            f"v{version.teacher}: {distilled.get('soft_labels')} unlabelled chats learned from "
+            f"its soft labels (weight {distilled.get('soft_weight')} of a human label)",
+        )
     table.add_row("base model", version.base_model)
     # versions from before masking existed learned the original text
     learned = version.train_config.get("pii", "mask-for-annotators")
@@ -132,11 +139,11 @@ def models_show(number: int) -> None:
         f"({', '.join(f'{k} {v}' for k, v in sorted(labels.items()))}); "
         f"{card['lineage_annotations']} in its whole lineage",
     )
-    erased = or_exit(lambda: ctx.store.erased_in_lineage(ctx.store.lineage(number)))
+    erased = or_exit(lambda: ctx.store.erased_learned(number))
     if erased:
         table.add_row(
             "ERASED DATA",
-            f"learned {sum(erased.values())} annotations of chats erased since (erasure "
+            f"learned {sum(erased.values())} labels or chats erased since (erasure "
             + ", ".join(f"#{e}" for e in sorted(erased))
             + "): retrain without them with `sentiloop cycle`",
         )

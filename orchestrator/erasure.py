@@ -113,7 +113,7 @@ def versions_with_erased(ctx: Context) -> dict[int, dict[int, int]]:
         return {}
     flagged = {}
     for version in store.versions():
-        hits = store.erased_in_lineage(store.lineage(version.number))
+        hits = store.erased_learned(version.number)
         if hits:
             flagged[version.number] = hits
     return flagged

@@ -19,6 +19,7 @@ from store import (
     PromotionConflict,
     StoreError,
 )
+from store.models import TEACHER
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,11 @@ def promote(
     candidate = store.version(number)
     if candidate is None:
         raise StepError(f"no model version {number}")
+    if candidate.status == TEACHER:
+        raise StepError(
+            f"v{number} is a distillation teacher: it labels the pool for the model it "
+            "teaches and is never served; promote its student"
+        )
     production = store.production()
     if production is not None and production.number == number:
         raise StepError(f"v{number} is already production")

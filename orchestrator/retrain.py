@@ -21,6 +21,7 @@ from store import (
     ModelVersion,
     TrainingExample,
 )
+from store.models import TEACHER
 
 if TYPE_CHECKING:
     from training import TrainConfig
@@ -45,7 +46,7 @@ def choose_mode(ctx: Context, production: ModelVersion | None) -> tuple[str, str
         return "full", "SENTILOOP_RETRAIN_MODE=full"
     if production is None:
         return "full", "no production version to start from"
-    if ctx.store.erased_in_lineage(ctx.store.lineage(production.number)):
+    if ctx.store.erased_learned(production.number):
         return "full", f"v{production.number} learned chats erased since"
     chain = sum(v.mode == "incremental" for v in ctx.store.warm_start_chain(production.number))
     if chain + 1 >= settings.full_every:
@@ -114,9 +115,11 @@ def train_configs(settings: Settings) -> tuple[TrainConfig, TrainConfig]:
 
 def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     """Train a version on the current labels, unless one exists for exactly this data and
-    recipe; evaluate, calibrate and register it, then gate, promote and apply retention."""
+    recipe; evaluate, calibrate and register it, then gate, promote and apply retention.
+    With ``SENTILOOP_TEACHER_MODEL`` the version is a student distilled from a teacher
+    trained on the same labels (orchestrator.distill)."""
     from orchestrator.checkpoints import claim, clean_models_dir
-    from training import fine_tune, save_checkpoint
+    from training import SOFT_WEIGHT, fine_tune_on, human_set, save_checkpoint
 
     settings, store = ctx.settings, ctx.store
     settings.models_dir.mkdir(parents=True, exist_ok=True)
@@ -127,22 +130,49 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     if len(train) < settings.min_train_labels:
         return {"skipped": f"{len(train)} labels, need {settings.min_train_labels}"}
     production = store.production()
-    mode, why = choose_mode(ctx, production)
     full_config, incremental_config = train_configs(settings)
-    if mode == "incremental" and production is not None:
-        learned = store.learned(production.number)
-        fresh = [e for e in train if not learned.knows(e)]
-        if not fresh:
-            return {"skipped": f"no new labels since v{production.number}", "mode": mode}
-        fresh_ids = {e.record_id for e in fresh}
-        old = [e for e in train if e.record_id not in fresh_ids]
-        batch = fresh + replay_sample(old, len(fresh), settings.replay_ratio, settings.seed)
-        base, parent_sha = production.checkpoint_path, production.weights_sha256
-        config = incremental_config
-        ctx.verify(production)
+    distillation = None
+    if settings.teacher_model:
+        from orchestrator.distill import distil
+
+        mode, why = "full", f"distilled from a {settings.teacher_model} teacher"
+        teacher_print = _fingerprint(TEACHER, settings.teacher_model, full_config.to_dict(), train)
+        distillation = distil(ctx, train, data, full_config, teacher_print, progress)
+        batch, base, origin, training_set = (
+            train,
+            settings.base_model,
+            settings.base_model,
+            distillation.data,
+        )
+        config = replace(full_config, epochs=settings.distill_epochs, min_steps=0)
     else:
-        batch, base, parent_sha, config = train, settings.base_model, "", full_config
-    fingerprint = _fingerprint(mode, base, parent_sha, config.to_dict(), batch)
+        mode, why = choose_mode(ctx, production)
+        if mode == "incremental" and production is not None:
+            learned = store.learned(production.number)
+            fresh = [e for e in train if not learned.knows(e)]
+            if not fresh:
+                return {"skipped": f"no new labels since v{production.number}", "mode": mode}
+            fresh_ids = {e.record_id for e in fresh}
+            old = [e for e in train if e.record_id not in fresh_ids]
+            batch = fresh + replay_sample(old, len(fresh), settings.replay_ratio, settings.seed)
+            base, origin = production.checkpoint_path, production.weights_sha256
+            config = incremental_config
+            ctx.verify(production)
+        else:
+            batch, base, origin, config = (
+                train,
+                settings.base_model,
+                settings.base_model,
+                full_config,
+            )
+        training_set = human_set([e.text for e in batch], [e.label for e in batch])
+    fingerprint = _fingerprint(
+        mode,
+        origin,
+        config.to_dict(),
+        batch,
+        distillation.fingerprint_extra() if distillation else None,
+    )
     existing = store.version_by_fingerprint(fingerprint)
     if existing is not None:
         return {
@@ -154,10 +184,9 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         data, settings.early_stopping_sample, settings.seed
     )
     started = time.monotonic()
-    model, tokenizer = fine_tune(
+    model, tokenizer = fine_tune_on(
         base,
-        [e.text for e in batch],
-        [e.label for e in batch],
+        training_set,
         config,
         device=settings.device,
         progress=lambda done, total: progress("train", done, total),
@@ -168,6 +197,18 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     intent = claim(ctx)  # recorded before anything is written: see orchestrator.checkpoints
     number = intent.number
     parent = production.number if production else None
+    teacher = distillation.teacher if distillation else None
+    distilled = (
+        {
+            "teacher": teacher.number,
+            "soft_labels": len(distillation.pool_chat_ids),
+            "soft_weight": SOFT_WEIGHT,
+            "teacher_temperature": teacher.temperature,
+            "pool_scoring_seconds": round(distillation.pool_scoring_seconds, 2),
+        }
+        if distillation and teacher
+        else {}
+    )
     info = save_checkpoint(
         model,
         tokenizer,
@@ -183,6 +224,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
             "train_config": config.to_dict(),
             "data_fingerprint": fingerprint,
             "n_train": len(batch),
+            **({"distillation": distilled} if distilled else {}),
         },
     )
     del model
@@ -194,12 +236,19 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         weights_sha256=info.sha256,
         data_fingerprint=fingerprint,
         # the form of the text it learned: masked at ingest, or the original
-        train_config={**config.to_dict(), "mode_reason": why, "pii": settings.pii},
+        train_config={
+            **config.to_dict(),
+            "mode_reason": why,
+            "pii": settings.pii,
+            **({"distillation": distilled} if distilled else {}),
+        },
         annotation_ids=sorted(e.annotation_id for e in batch),
         annotation_revisions={str(e.record_id): e.revision for e in batch},
         n_train=len(batch),
         train_seconds=round(train_seconds, 2),
         mode=mode,
+        teacher=teacher.number if teacher else None,
+        pool_chat_ids=distillation.pool_chat_ids if distillation else [],
     )
     metrics = evaluate_checkpoint(ctx, version, data, progress, fit_temperature=True)
     version.metrics, version.temperature = metrics, float(metrics.get("temperature", 1.0))
@@ -214,6 +263,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         "version": number,
         "mode": mode,
         "n_train": len(batch),
+        **({"teacher": teacher.number, "soft_labels": distilled["soft_labels"]} if teacher else {}),
         "macro_f1": metrics.get("macro_f1"),
         "accuracy": metrics.get("accuracy"),
         "ece": metrics.get("ece"),
@@ -231,14 +281,22 @@ def _early_stopping_sample(data: EvalSet, size: int, seed: int) -> tuple[list[st
 
 
 def _fingerprint(
-    mode: str, base: str, parent_sha: str, config: dict[str, Any], batch: Sequence[TrainingExample]
+    mode: str,
+    origin: str,
+    config: dict[str, Any],
+    batch: Sequence[TrainingExample],
+    extra: dict[str, object] | None = None,
 ) -> str:
+    """What a version learned, as one hash: its mode, what it started from (the base model,
+    or the parent's weights when warm-started), its recipe, its labels, and for a distilled
+    student its teacher and pool."""
     payload = json.dumps(
         {
             "mode": mode,
-            "base": base if mode == "full" else parent_sha,
+            "base": origin,
             "config": config,
             "labels": [(e.record_id, e.revision, e.chat_id, e.label) for e in batch],
+            **({"distillation": extra} if extra else {}),
         },
         sort_keys=True,
     )
@@ -260,6 +318,8 @@ def apply_retention(ctx: Context) -> list[str]:
         if target is not None:
             keep.add(target)
     keep.update(v.number for v in versions[-keep_n:] if keep_n > 0)
+    # a kept student's teacher stays: selection may use it, and the lineage can be checked
+    keep.update(v.teacher for v in versions if v.number in keep and v.teacher is not None)
     deleted = []
     for v in versions:
         if v.number in keep or v.checkpoint_deleted:

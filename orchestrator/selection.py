@@ -42,9 +42,11 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
     }
     if production is None:
         return _cold_start(ctx, project, room, options, cycle_id)
+    from orchestrator.distill import selecting_version
     from training import NEEDS_EMBEDDINGS, duplicate_key, select, utility
 
-    cands = store.candidates(production.number, project)
+    selector = selecting_version(ctx, production)  # production, or its teacher
+    cands = store.candidates(selector.number, project)
     strategy = settings.strategy
     balance = settings.class_balance != "off"
     counts = _label_counts(ctx) if settings.class_balance == "labels" else None
@@ -65,7 +67,7 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
     embeddings = duplicates = None
     if texts:
         if strategy in NEEDS_EMBEDDINGS:
-            embeddings = ctx.scorer(production).predict_with_embeddings(texts)[1]
+            embeddings = ctx.scorer(selector).predict_with_embeddings(texts)[1]
         duplicates = ctx.base_scorer().predict_with_embeddings(texts)[1]
     order = select(
         strategy,
@@ -84,7 +86,7 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
     selection = SelectionRound(
         project_id=project,
         cycle_id=cycle_id,
-        model_version=production.number,
+        model_version=selector.number,
         strategy=strategy,
         options=options,
         candidates=len(cands),
@@ -97,7 +99,7 @@ def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -
         len(order),
         len(cands),
         len(ids),
-        production.number,
+        selector.number,
     )
     return Batch([ids[i] for i in order], [float(unsure[i]) for i in order], selection)
 

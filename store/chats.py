@@ -280,14 +280,15 @@ class ChatStore(StoreBase):
                 s.commit()
         return written
 
-    def candidates(self, version: int, project_id: int) -> Candidates:
-        """Chats scored by ``version`` that were never sent to this project, for selection;
-        streamed from the database into arrays."""
+    def candidates(self, version: int, project_id: int | None) -> Candidates:
+        """Chats scored by ``version`` that were never sent to this project (``None``: to
+        any project), for selection and distillation; streamed from the database into
+        arrays."""
         parts: list[npt.NDArray[np.float64]] = [np.empty((0, 4))]
         with self.session() as s:
-            sent = select(LabelTask.chat_id).where(
-                LabelTask.project_id == project_id, col(LabelTask.state).in_(ACTIVE_TASK_STATES)
-            )
+            sent = select(LabelTask.chat_id).where(col(LabelTask.state).in_(ACTIVE_TASK_STATES))
+            if project_id is not None:
+                sent = sent.where(LabelTask.project_id == project_id)
             rows = s.execute(
                 sa_select(
                     col(Prediction.chat_id),

@@ -93,6 +93,7 @@ class ErasureStore(StoreBase):
                 annotations=len(annotation_ids),
                 label_studio_tasks=how.label_studio_tasks,
                 annotation_ids=annotation_ids,
+                chat_ids=ids,
             )
             s.add(erasure)
             s.flush()
@@ -110,13 +111,20 @@ class ErasureStore(StoreBase):
         with self.session() as s:
             return list(s.exec(select(Erasure).order_by(col(Erasure.id))).all())
 
-    def erased_in_lineage(self, lineage: Sequence[int]) -> dict[int, int]:
-        """Erasure id -> how many of these annotation ids (a version's lineage) it removed."""
-        learned = set(lineage)
+    def erased_in_lineage(
+        self, lineage: Sequence[int], pool_chats: Sequence[int] = ()
+    ) -> dict[int, int]:
+        """Erasure id -> how many of these annotation ids (a version's lineage) and of these
+        unlabelled chats (a distilled version's pool) it removed."""
+        learned, pool = set(lineage), set(pool_chats)
         return {
             e.id: hit
             for e in self.erasures()
-            if e.id is not None and (hit := len(learned.intersection(e.annotation_ids)))
+            if e.id is not None
+            and (
+                hit := len(learned.intersection(e.annotation_ids))
+                + len(pool.intersection(e.chat_ids))
+            )
         }
 
 

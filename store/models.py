@@ -65,6 +65,8 @@ class SelectionRound(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+#: The status of a distillation teacher: a registered version that is never served.
+TEACHER = "teacher"
 #: Task states that hold their chat (at most one such task per chat and project) ...
 ACTIVE_TASK_STATES = ("pending", "pushed", "annotated", "skipped")
 #: ... and those that no longer do: history, the chat may be asked again.
@@ -176,7 +178,8 @@ class ModelVersion(SQLModel, table=True):
     annotation_revisions: dict[str, int] = Field(default_factory=dict, sa_column=_json())
     n_train: int = 0
     metrics: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
-    status: str = Field(default="candidate", max_length=16)  # candidate | production | archived
+    # candidate | production | archived, or teacher: a distillation teacher, never served
+    status: str = Field(default="candidate", max_length=16)
     train_seconds: float = 0.0
     created_at: datetime = Field(default_factory=utcnow)
     promoted_at: datetime | None = None
@@ -184,6 +187,10 @@ class ModelVersion(SQLModel, table=True):
     temperature: float = 1.0
     gate: dict[str, Any] = Field(default_factory=dict, sa_column=_json())
     checkpoint_deleted: bool = False
+    # distillation: the teacher whose soft labels it learned, and the unlabelled chats they
+    # were on (its lineage, beside the annotations: an erased chat among them is flagged)
+    teacher: int | None = None
+    pool_chat_ids: list[int] = Field(default_factory=list, sa_column=_json())
 
 
 class Promotion(SQLModel, table=True):
@@ -327,6 +334,7 @@ class Erasure(SQLModel, table=True):
     predictions: int = 0
     label_studio_tasks: int = 0
     annotation_ids: list[int] = Field(default_factory=list, sa_column=_json())
+    chat_ids: list[int] = Field(default_factory=list, sa_column=_json())
 
 
 class ErasedSource(SQLModel, table=True):

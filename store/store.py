@@ -51,6 +51,11 @@ class Store(
 ):
     """Owns the engine. Methods open short sessions; nothing here holds a transaction open."""
 
+    def erased_learned(self, number: int) -> dict[int, int]:
+        """Erasure id -> how many of the labels and unlabelled chats this version learned
+        (its warm-start chain and teacher included) the erasure removed."""
+        return self.erased_in_lineage(self.lineage(number), self.pool_chats(number))
+
     def counts(self) -> dict[str, int]:
         with self.session() as s:
 

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from store.annotations import TrainingExample
 from store.base import StoreBase, is_connection_error
 from store.errors import PromotionConflict, StoreError
-from store.models import LoopState, ModelVersion, Promotion, utcnow
+from store.models import TEACHER, LoopState, ModelVersion, Promotion, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +92,13 @@ class VersionStore(StoreBase):
             return list(s.exec(select(ModelVersion).order_by(col(ModelVersion.number))).all())
 
     def newest_version(self) -> ModelVersion | None:
+        """The newest servable version (a distillation teacher is not one)."""
         with self.session() as s:
             return s.exec(
-                select(ModelVersion).order_by(col(ModelVersion.number).desc()).limit(1)
+                select(ModelVersion)
+                .where(ModelVersion.status != TEACHER)
+                .order_by(col(ModelVersion.number).desc())
+                .limit(1)
             ).first()
 
     def version(self, number: int) -> ModelVersion | None:
@@ -228,6 +232,11 @@ class VersionStore(StoreBase):
                 raise StoreError(f"no model version {number}")
             if target.checkpoint_deleted:
                 raise StoreError(f"v{number}'s checkpoint was deleted by retention")
+            if target.status == TEACHER:
+                raise StoreError(
+                    f"v{number} is a distillation teacher: it labels the pool for the model "
+                    "it teaches and is never served; promote its student"
+                )
             current = s.exec(
                 select(ModelVersion).where(ModelVersion.status == "production")
             ).first()
@@ -319,8 +328,15 @@ class VersionStore(StoreBase):
 
     def lineage(self, number: int) -> list[int]:
         """Annotation ids a version learned from: its own training set, plus its parent's
-        lineage when it was warm-started (incremental)."""
-        return sorted({a for v in self.warm_start_chain(number) for a in v.annotation_ids})
+        lineage when it was warm-started (incremental), plus its teacher's when distilled."""
+        chain = self.warm_start_chain(number)
+        teachers = [t for v in chain if v.teacher is not None and (t := self.version(v.teacher))]
+        return sorted({a for v in (*chain, *teachers) for a in v.annotation_ids})
+
+    def pool_chats(self, number: int) -> list[int]:
+        """Unlabelled chats a version learned a teacher's labels on, along its warm-start
+        chain (empty unless distilled)."""
+        return sorted({c for v in self.warm_start_chain(number) for c in v.pool_chat_ids})
 
     def learned(self, number: int) -> Learned:
         """What a version learned along its warm-start chain, revision by revision."""

@@ -97,12 +97,11 @@ def make_context(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **env: str) ->
 
 
 def version_row(number: int, **fields: Any) -> ModelVersion:
-    """A registry row for version ``number`` whose checkpoint is never loaded."""
-    return ModelVersion(
-        number=number,
-        base_model="b",
-        checkpoint_path=f"/nonexistent/v{number}",
-        weights_sha256="0" * 64,
-        data_fingerprint=f"fp{number}",
-        **fields,
-    )
+    """A registry row for version ``number`` (by default its checkpoint is never loaded)."""
+    defaults: dict[str, Any] = {
+        "base_model": "b",
+        "checkpoint_path": f"/nonexistent/v{number}",
+        "weights_sha256": "0" * 64,
+        "data_fingerprint": f"fp{number}",
+    }
+    return ModelVersion(number=number, **{**defaults, **fields})

@@ -12,7 +12,7 @@ from training.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from training.distill import TrainingSet, distillation_set
+from training.distill import SOFT_WEIGHT, TrainingSet, distillation_set, human_set
 from training.errors import CheckpointError, ModelLoadError, TrainingError
 from training.evaluate import evaluate
 from training.labels import LABELS, predicted_labels, sentiment_score, uncertainty
@@ -35,6 +35,7 @@ __all__ = [
     "LABELS",
     "NEEDS_EMBEDDINGS",
     "PRECISIONS",
+    "SOFT_WEIGHT",
     "STRATEGIES",
     "CheckpointError",
     "CheckpointInfo",
@@ -54,6 +55,7 @@ __all__ = [
     "fine_tune",
     "fine_tune_on",
     "fit_temperature",
+    "human_set",
     "is_complete",
     "load_for_training",
     "pick_device",

@@ -33,6 +33,8 @@ class TrainingSet:
     targets: npt.NDArray[np.float32]  # (n, len(LABELS)), rows sum to 1
     weights: npt.NDArray[np.float32]  # (n,)
     n_human: int  # the first n_human rows are human labels, the rest a teacher's
+    #: for each teacher row, its index in the pool texts it came from (lineage)
+    pool_rows: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -89,6 +91,7 @@ def distillation_set(
         np.concatenate([human.targets, soft]).astype(np.float32),
         np.concatenate([human.weights, np.full(len(keep), soft_weight, dtype=np.float32)]),
         len(human),
+        tuple(keep),
     )
 
 

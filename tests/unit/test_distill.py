@@ -71,6 +71,7 @@ def test_no_pseudo_label_for_a_held_out_or_human_labelled_text() -> None:
     )
     assert data.texts == ["lost my bag", "thanks a lot", "seat was fine"]
     assert np.allclose(data.targets[1:], TEACHER[[1, 3]])
+    assert data.pool_rows == (1, 3)  # the lineage names the pool chats the student learned
 
 
 def test_bad_inputs_are_refused_with_the_reason() -> None:

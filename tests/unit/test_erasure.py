@@ -93,6 +93,29 @@ def test_versions_that_learned_erased_chats_are_named_and_retrain_in_full(
         erase(ctx, by=admin)
 
 
+def test_a_student_that_learned_an_erased_chat_unlabelled_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = make_context(tmp_path, monkeypatch)
+    ids = _labelled(ctx.store, 2)
+    ctx.store.add_chats([ChatIn("u1", "chat u1", {}, None), ChatIn("u2", "chat u2", {}, None)])
+    pool = ctx.store.chat_ids_by_source(["u1", "u2"])
+    learned = [a.record_id for a in ctx.store.training_examples()]
+    ctx.store.add_version(version_row(1, status="teacher", annotation_ids=learned))
+    ctx.store.add_version(
+        version_row(2, teacher=1, annotation_ids=learned, pool_chat_ids=[pool["u2"]])
+    )
+    ctx.store.promote(2, actor="setup")
+    admin = create_operator(ctx.settings, ctx.store, "root", "admin")[1]
+    report = erase(ctx, by=admin, chats=["u1"], reason="not learned by anyone")
+    assert report.erasure.chat_ids == [pool["u1"]] and versions_with_erased(ctx) == {}
+    erase(ctx, by=admin, chats=["u2"], reason="learned unlabelled by v2")
+    assert versions_with_erased(ctx) == {2: {2: 1}}
+    erase(ctx, by=admin, chats=["c0"], reason="labelled: both learned it")
+    assert sorted(versions_with_erased(ctx)) == [1, 2]
+    assert ids
+
+
 def test_annotators_get_stable_pseudonyms_under_the_stores_own_key(sqlite_store: Store) -> None:
     key = sqlite_store.pseudonym_key(None)
     assert sqlite_store.pseudonym_key(None) == key  # made once, kept

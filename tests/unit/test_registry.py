@@ -11,8 +11,8 @@ import pytest
 
 from orchestrator import registry
 from orchestrator.settings import ConfigError, load_settings
-from store import ModelVersion, Store, TrainingExample
-from tests.conftest import make_context, race_promotions
+from store import ModelVersion, Store, StoreError, TrainingExample
+from tests.conftest import make_context, race_promotions, version_row
 from training import apply_temperature, expected_calibration_error, fit_temperature
 
 pytestmark = pytest.mark.unit
@@ -163,6 +163,79 @@ def test_retention_keeps_production_parent_rollback_target_and_newest(
     rows = {v.number: v.checkpoint_deleted for v in ctx.store.versions()}
     assert rows == {1: True, 2: False, 3: False, 4: False, 5: True, 6: False}
     ctx.store.dispose()
+
+
+def test_a_teacher_is_registered_never_served_and_kept_with_its_student(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = make_context(tmp_path, monkeypatch, keep_candidates="0")
+    store, models = ctx.store, tmp_path / "models"
+    for n in range(1, 5):
+        (models / f"v{n}").mkdir(parents=True)
+    store.add_version(
+        version_row(
+            1,
+            status="teacher",
+            annotation_ids=[1, 2],
+            checkpoint_path=str(models / "v1"),
+            data_fingerprint="t1",
+        )
+    )
+    store.add_version(
+        version_row(
+            2,
+            teacher=1,
+            annotation_ids=[1, 2],
+            pool_chat_ids=[7, 8],
+            checkpoint_path=str(models / "v2"),
+            data_fingerprint="s2",
+        )
+    )
+    store.add_version(
+        version_row(
+            3,
+            status="teacher",
+            annotation_ids=[1, 2, 3],
+            checkpoint_path=str(models / "v3"),
+            data_fingerprint="t3",
+        )
+    )
+    store.add_version(
+        version_row(
+            4,
+            mode="incremental",
+            parent=2,
+            annotation_ids=[4],
+            checkpoint_path=str(models / "v4"),
+            data_fingerprint="s4",
+        )
+    )
+    with pytest.raises(StoreError, match="distillation teacher"):
+        store.promote(1, actor="t")
+    store.promote(2, actor="t")
+    assert store.newest_version().number == 4  # type: ignore[union-attr]
+    store.add_version(version_row(5, status="teacher", data_fingerprint="t5"))
+    newest = store.newest_version()  # a teacher is not a version to serve
+    assert newest is not None and newest.number == 4
+    # v4 warm-started from the distilled v2: it learned v2's teacher and pool too
+    assert store.lineage(4) == [1, 2, 4] and store.pool_chats(4) == [7, 8]
+    assert store.pool_chats(1) == []
+    store.promote(4, actor="t")
+    # production v4 and its parent v2 stay, and so does v2's teacher; teachers of no kept
+    # version go
+    assert sorted(registry.apply_retention(ctx)) == ["v3", "v5"]
+    ctx.store.dispose()
+
+
+def test_selecting_with_the_teacher_needs_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTILOOP_SELECT_WITH", "teacher")
+    with pytest.raises(ConfigError, match=r"SENTILOOP_SELECT_WITH: .*SENTILOOP_TEACHER_MODEL"):
+        load_settings()
+    monkeypatch.setenv("SENTILOOP_TEACHER_MODEL", "all-mpnet-base-v2")
+    assert load_settings().select_with == "teacher"
+    monkeypatch.setenv("SENTILOOP_SELECT_WITH", "the-boss")
+    with pytest.raises(ConfigError, match=r"SENTILOOP_SELECT_WITH: .*serving, teacher"):
+        load_settings()
 
 
 def test_temperature_scaling_fixes_overconfidence() -> None:

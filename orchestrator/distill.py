@@ -1,0 +1,179 @@
+"""Teacher -> student distillation in the retrain step (``SENTILOOP_TEACHER_MODEL``).
+
+The teacher (a larger model) is trained on the human labels and registered as a version of
+its own with status ``teacher``: never served, but verified, evaluated and calibrated like
+any other, so the student's lineage can name it. Its calibrated opinions of the unlabelled
+pool are stored as its predictions, a page at a time, so a retrain that dies while the
+teacher scores resumes where it stopped, and the selection step can use them
+(``SENTILOOP_SELECT_WITH=teacher``). The student (the base model, the one that serves) then
+learns the human labels plus the teacher's soft labels (``training.distillation_set``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.context import Context, Progress
+from orchestrator.evaluation import EvalSet, evaluate_checkpoint
+from orchestrator.step_score import write_scores
+from store import ModelVersion, TrainingExample
+from store.checkpoints import register_version
+from store.models import TEACHER
+
+if TYPE_CHECKING:
+    from training import TrainConfig, TrainingSet
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Distillation:
+    """What the student learns: the training set, its teacher, and the pool chats in it."""
+
+    data: TrainingSet
+    teacher: ModelVersion
+    pool_chat_ids: list[int]
+    pool_scoring_seconds: float
+
+    def fingerprint_extra(self) -> dict[str, object]:
+        pool = hashlib.sha256(",".join(map(str, self.pool_chat_ids)).encode()).hexdigest()
+        return {"teacher": self.teacher.weights_sha256, "pool": pool}
+
+
+def distil(
+    ctx: Context,
+    train: list[TrainingExample],
+    data: EvalSet,
+    config: TrainConfig,
+    fingerprint: str,
+    progress: Progress,
+) -> Distillation:
+    """The teacher for exactly these labels (trained now, or the one trained before), its
+    soft labels on every unlabelled chat, and the student's training set."""
+    from training import distillation_set
+
+    teacher = _teacher(ctx, train, data, config, fingerprint, progress)
+    started = time.monotonic()
+    _score_pool(ctx, teacher, progress)
+    seconds = time.monotonic() - started
+    pool = ctx.store.candidates(teacher.number, None)  # scored, and in no label task
+    ids = [int(c) for c in pool.chat_ids]
+    chats = ctx.store.chats_by_id(ids)
+    ids = [c for c in ids if c in chats]  # an erasure may have removed one since
+    rows = {int(c): i for i, c in enumerate(pool.chat_ids)}
+    probs = pool.probs[[rows[c] for c in ids]]
+    training_set = distillation_set(
+        [e.text for e in train],
+        [e.label for e in train],
+        [chats[c].text for c in ids],
+        probs,
+        held_out=data.texts,
+    )
+    kept = [ids[i] for i in training_set.pool_rows]
+    logger.info(
+        "distilling from teacher v%d: %d human labels, %d soft labels",
+        teacher.number,
+        training_set.n_human,
+        len(kept),
+    )
+    return Distillation(training_set, teacher, kept, seconds)
+
+
+def _teacher(
+    ctx: Context,
+    train: list[TrainingExample],
+    data: EvalSet,
+    config: TrainConfig,
+    fingerprint: str,
+    progress: Progress,
+) -> ModelVersion:
+    """The registered teacher for this fingerprint, or a new one trained on ``train``."""
+    from orchestrator.checkpoints import claim
+    from training import fine_tune, save_checkpoint
+
+    settings, store = ctx.settings, ctx.store
+    existing = store.version_by_fingerprint(fingerprint)
+    if existing is not None and not existing.checkpoint_deleted:
+        ctx.verify(existing)
+        logger.info("teacher v%d was trained on these labels: reused", existing.number)
+        return existing
+    if existing is not None:  # retention deleted it: the same labels again, a new teacher
+        fingerprint = hashlib.sha256(f"{fingerprint}:after v{existing.number}".encode()).hexdigest()
+    started = time.monotonic()
+    model, tokenizer = fine_tune(
+        settings.teacher_model,
+        [e.text for e in train],
+        [e.label for e in train],
+        config,
+        device=settings.device,  # auto: a GPU where there is one
+        progress=lambda done, total: progress("train teacher", done, total),
+    )
+    seconds = time.monotonic() - started
+    intent = claim(ctx)
+    info = save_checkpoint(
+        model,
+        tokenizer,
+        settings.models_dir,
+        intent.name,
+        {
+            "intent": intent.token,
+            "version": intent.number,
+            "role": TEACHER,
+            "mode": "full",
+            "base": settings.teacher_model,
+            "base_model": settings.teacher_model,
+            "train_config": config.to_dict(),
+            "data_fingerprint": fingerprint,
+            "n_train": len(train),
+        },
+    )
+    del model
+    version = ModelVersion(
+        number=intent.number,
+        base_model=settings.teacher_model,
+        checkpoint_path=str(info.path),
+        weights_sha256=info.sha256,
+        data_fingerprint=fingerprint,
+        train_config={**config.to_dict(), "role": TEACHER, "pii": settings.pii},
+        annotation_ids=sorted(e.annotation_id for e in train),
+        annotation_revisions={str(e.record_id): e.revision for e in train},
+        n_train=len(train),
+        train_seconds=round(seconds, 2),
+        mode="full",
+        status=TEACHER,
+    )
+    metrics = evaluate_checkpoint(ctx, version, data, progress, fit_temperature=True)
+    version.metrics, version.temperature = metrics, float(metrics.get("temperature", 1.0))
+    return register_version(store, version, intent)
+
+
+def _score_pool(ctx: Context, teacher: ModelVersion, progress: Progress) -> int:
+    """The teacher's calibrated predictions for every unlabelled chat it has not scored."""
+    store, settings = ctx.store, ctx.settings
+    total = store.count_unscored(teacher.number)
+    done = 0
+    for batch in store.iter_unscored(teacher.number, settings.score_chunk):
+
+        def report(n: int, _total: int, offset: int = done) -> None:
+            progress("teacher scores the pool", offset + n, total)
+
+        write_scores(ctx, teacher, batch, report)
+        done += len(batch)
+    return done
+
+
+def selecting_version(ctx: Context, production: ModelVersion) -> ModelVersion:
+    """Whose probabilities choose the next batch: production's, or with
+    ``SENTILOOP_SELECT_WITH=teacher`` the teacher production was distilled from (while its
+    checkpoint is kept)."""
+    if ctx.settings.select_with != "teacher" or production.teacher is None:
+        return production
+    teacher = ctx.store.version(production.teacher)
+    if teacher is None or teacher.checkpoint_deleted or not Path(teacher.checkpoint_path).exists():
+        return production
+    return teacher
