@@ -26,8 +26,11 @@ test-unit: setup
 test-integration: setup
 	$(PY) -m pytest -m integration -q
 
+# two pytest-xdist workers: most integration time is waiting on Label Studio, workers and
+# timers, so two share the 2 cores well (TEST_WORKERS=0: one process, in order)
+TEST_WORKERS ?= 2
 test: setup lint
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist worksteal
 
 # setup and the unit tests on each Python 3.11-3.13 found (PYTHONS="..." to choose)
 test-pythons:

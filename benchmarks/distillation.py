@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -40,29 +41,56 @@ class Arm:
     seconds: list[float] = field(default_factory=list)
     chats_per_s: float = 0.0
     latency_ms: float = 0.0
+    parameters: int = 0
 
 
 @dataclass
 class Run:
+    root: Path  # where the first seed's checkpoints are kept for the speed measurement
     arms: dict[str, Arm] = field(default_factory=lambda: {a: Arm() for a in ARMS})
+    kept: dict[str, Path] = field(default_factory=dict)
     pool_scoring_s: list[float] = field(default_factory=list)
     retrain_s: list[float] = field(default_factory=list)
     n_soft: int = 0
 
 
-def _test_f1(model: object, tokenizer: object, arm: Arm, measure_speed: bool) -> None:
+def _test_f1(model: object, tokenizer: object, arm: str, run: Run) -> None:
+    """Test macro-F1 of a trained model; the first seed's checkpoint is kept for speed."""
     from training import Scorer, save_checkpoint
     from training.evaluate import evaluate
     from training.labels import predicted_labels
 
     test, test_labels = read_split("test")
-    with tempfile.TemporaryDirectory() as root:
-        path = save_checkpoint(model, tokenizer, Path(root), "m", {}).path  # type: ignore[arg-type]
-        scorer = Scorer(path, device="cpu", precision="auto")
-        probs = scorer.predict_proba(test)
-        arm.f1.append(float(evaluate(test_labels, predicted_labels(probs))["macro_f1"]))  # type: ignore[arg-type]
-        if measure_speed:
-            arm.chats_per_s, arm.latency_ms = _speed(scorer, read_split("pool")[0])
+    path = save_checkpoint(model, tokenizer, run.root, f"{arm}-{len(run.arms[arm].f1)}", {}).path  # type: ignore[arg-type]
+    probs = Scorer(path, device="cpu", precision="auto").predict_proba(test)
+    run.arms[arm].f1.append(float(evaluate(test_labels, predicted_labels(probs))["macro_f1"]))  # type: ignore[arg-type]
+    if arm in run.kept:
+        shutil.rmtree(path)
+    else:
+        run.kept[arm] = path
+
+
+def measure_speed(run: Run, rounds: int = 3) -> None:
+    """Scoring throughput and one-message latency of each arm's model, interleaved over
+    ``rounds`` so that no arm gets a quieter moment of the machine; the median is kept."""
+    from training import Scorer
+
+    pool = read_split("pool")[0]
+    figures: dict[str, list[tuple[float, float]]] = {arm: [] for arm in run.kept}
+    for _ in range(rounds):
+        for arm, path in run.kept.items():
+            figures[arm].append(_speed(Scorer(path, device="cpu", precision="auto"), pool))
+    for arm, pairs in figures.items():
+        run.arms[arm].chats_per_s = statistics.median(p[0] for p in pairs)
+        run.arms[arm].latency_ms = statistics.median(p[1] for p in pairs)
+        run.arms[arm].parameters = _parameters(run.kept[arm])
+
+
+def _parameters(path: Path) -> int:
+    from safetensors import safe_open
+
+    with safe_open(str(path / "model.safetensors"), framework="pt") as fh:
+        return sum(int(np.prod(fh.get_slice(k).get_shape())) for k in fh.keys())  # noqa: SIM118
 
 
 def run_seed(run: Run, budget: int, seed: int, student_epochs: int) -> None:
@@ -85,18 +113,18 @@ def run_seed(run: Run, budget: int, seed: int, student_epochs: int) -> None:
     labels = [pool_labels[i] for i in sorted(pick)]
     rest = [pool[i] for i in range(len(pool)) if i not in pick]
     full = TrainConfig(epochs=3, learning_rate=1e-4, batch_size=16, min_steps=100, seed=seed)
-    first = not run.arms["teacher"].f1
 
     def timed_train(name: str, arm: str) -> tuple[object, object]:
         start = time.perf_counter()
         trained = fine_tune(name, texts, labels, full, device="cpu")
         run.arms[arm].seconds.append(time.perf_counter() - start)
+        print(f"seed {seed}: {arm} trained", file=sys.stderr)
         return trained
 
     model, tokenizer = timed_train(STUDENT, "student alone")
-    _test_f1(model, tokenizer, run.arms["student alone"], first)
+    _test_f1(model, tokenizer, "student alone", run)
     model, tokenizer = timed_train(TEACHER, "teacher")
-    _test_f1(model, tokenizer, run.arms["teacher"], first)
+    _test_f1(model, tokenizer, "teacher", run)
     with tempfile.TemporaryDirectory() as root:
         path = save_checkpoint(model, tokenizer, Path(root), "teacher", {}).path  # type: ignore[arg-type]
         del model
@@ -105,6 +133,7 @@ def run_seed(run: Run, budget: int, seed: int, student_epochs: int) -> None:
         start = time.perf_counter()
         soft = apply_temperature(teacher.predict_proba(rest), temperature)
         run.pool_scoring_s.append(time.perf_counter() - start)
+    print(f"seed {seed}: the teacher scored {len(rest):,} pool chats", file=sys.stderr)
     data = distillation_set(texts, labels, rest, soft, held_out=[*dev, *test])
     run.n_soft = len(data) - data.n_human
     start = time.perf_counter()
@@ -112,7 +141,7 @@ def run_seed(run: Run, budget: int, seed: int, student_epochs: int) -> None:
         STUDENT, data, TrainConfig(epochs=student_epochs, seed=seed), device="cpu"
     )
     run.arms["distilled student"].seconds.append(time.perf_counter() - start)
-    _test_f1(student, tok, run.arms["distilled student"], first)
+    _test_f1(student, tok, "distilled student", run)
     run.retrain_s.append(
         run.arms["teacher"].seconds[-1]
         + run.pool_scoring_s[-1]
@@ -137,8 +166,8 @@ def render(run: Run, budget: int, student_epochs: int) -> list[str]:
     teacher = run.arms["teacher"]
     lines = [
         "| arm | model | labels | test macro-F1 | vs student alone | vs teacher | "
-        "training s | chats/s | one message, ms |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "training s | parameters | chats/s | one message, ms |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     models = {"student alone": STUDENT, "teacher": TEACHER, "distilled student": STUDENT}
     for name in ARMS:
@@ -148,8 +177,8 @@ def render(run: Run, budget: int, student_epochs: int) -> list[str]:
         shown = f"{budget:,}" + (f" + {run.n_soft:,} soft" if name == "distilled student" else "")
         lines.append(
             f"| {name} | {models[name]} | {shown} | {_mean(arm.f1)} | {vs_base:+.1f} points | "
-            f"{vs_teacher:+.1f} points | {_mean(arm.seconds, 0)} | {arm.chats_per_s:,.0f} | "
-            f"{arm.latency_ms:.1f} |"
+            f"{vs_teacher:+.1f} points | {_mean(arm.seconds, 0)} | {arm.parameters / 1e6:.1f} M | "
+            f"{arm.chats_per_s:,.0f} | {arm.latency_ms:.1f} |"
         )
     lines += [
         "",
@@ -176,9 +205,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_model_path(name)
     except ModelLoadError as exc:
         sys.exit(str(exc))
-    run = Run()
-    for seed in (int(s) for s in args.seeds.split(",")):
-        run_seed(run, args.labels, seed, args.student_epochs)
+    with tempfile.TemporaryDirectory() as root:
+        run = Run(Path(root))
+        for seed in (int(s) for s in args.seeds.split(",")):
+            run_seed(run, args.labels, seed, args.student_epochs)
+        measure_speed(run)
     command = shlex.join(["python", "-m", "benchmarks.distillation", *sys.argv[1:]])
     lines = [f"`{command}`", "", *render(run, args.labels, args.student_epochs)]
     print("\n".join(lines))

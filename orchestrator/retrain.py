@@ -11,7 +11,7 @@ import shutil
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,8 @@ from store import (
 from store.models import TEACHER
 
 if TYPE_CHECKING:
-    from training import TrainConfig
+    from orchestrator.distill import Distillation
+    from training import TrainConfig, TrainingSet
 
 from orchestrator.cards import write_model_card
 from orchestrator.evaluation import EvalSet, eval_set, evaluate_checkpoint, gate
@@ -113,13 +114,78 @@ def train_configs(settings: Settings) -> tuple[TrainConfig, TrainConfig]:
     return full, incremental
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one retrain trains: from what, on which examples, with which recipe."""
+
+    mode: str  # full | incremental
+    why: str
+    batch: list[TrainingExample]  # the human labels it learns
+    base: str  # a base model, or the checkpoint it warm-starts from
+    origin: str  # the base model, or the warm start's weights sha256 (for the fingerprint)
+    config: TrainConfig
+    data: TrainingSet
+    distillation: Distillation | None = None
+
+
+def plan(
+    ctx: Context,
+    production: ModelVersion | None,
+    train: list[TrainingExample],
+    held: EvalSet,
+    progress: Progress,
+) -> Plan | dict[str, Any]:
+    """The plan of this retrain, or why there is nothing to train. Distilling trains (or
+    reuses) the teacher and has it score the pool first: the student's data depends on it."""
+    from training import human_set
+
+    settings = ctx.settings
+    full_config, incremental_config = train_configs(settings)
+    if settings.teacher_model:
+        from orchestrator.distill import distil
+
+        teacher_print = _fingerprint(TEACHER, settings.teacher_model, full_config.to_dict(), train)
+        distillation = distil(ctx, train, held, full_config, teacher_print, progress)
+        return Plan(
+            "full",
+            f"distilled from a {settings.teacher_model} teacher",
+            train,
+            settings.base_model,
+            settings.base_model,
+            replace(full_config, epochs=settings.distill_epochs, min_steps=0),
+            distillation.data,
+            distillation,
+        )
+    mode, why = choose_mode(ctx, production)
+    if mode == "full" or production is None:
+        data = human_set([e.text for e in train], [e.label for e in train])
+        return Plan(mode, why, train, settings.base_model, settings.base_model, full_config, data)
+    learned = ctx.store.learned(production.number)
+    fresh = [e for e in train if not learned.knows(e)]
+    if not fresh:
+        return {"skipped": f"no new labels since v{production.number}", "mode": mode}
+    fresh_ids = {e.record_id for e in fresh}
+    old = [e for e in train if e.record_id not in fresh_ids]
+    batch = fresh + replay_sample(old, len(fresh), settings.replay_ratio, settings.seed)
+    ctx.verify(production)
+    return Plan(
+        mode,
+        why,
+        batch,
+        production.checkpoint_path,
+        production.weights_sha256,
+        incremental_config,
+        human_set([e.text for e in batch], [e.label for e in batch]),
+    )
+
+
 def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     """Train a version on the current labels, unless one exists for exactly this data and
     recipe; evaluate, calibrate and register it, then gate, promote and apply retention.
     With ``SENTILOOP_TEACHER_MODEL`` the version is a student distilled from a teacher
     trained on the same labels (orchestrator.distill)."""
     from orchestrator.checkpoints import claim, clean_models_dir
-    from training import SOFT_WEIGHT, fine_tune_on, human_set, save_checkpoint
+    from training import SOFT_WEIGHT, fine_tune_on, save_checkpoint
 
     settings, store = ctx.settings, ctx.store
     settings.models_dir.mkdir(parents=True, exist_ok=True)
@@ -130,45 +196,20 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     if len(train) < settings.min_train_labels:
         return {"skipped": f"{len(train)} labels, need {settings.min_train_labels}"}
     production = store.production()
-    full_config, incremental_config = train_configs(settings)
-    distillation = None
-    if settings.teacher_model:
-        from orchestrator.distill import distil
-
-        mode, why = "full", f"distilled from a {settings.teacher_model} teacher"
-        teacher_print = _fingerprint(TEACHER, settings.teacher_model, full_config.to_dict(), train)
-        distillation = distil(ctx, train, data, full_config, teacher_print, progress)
-        batch, base, origin, training_set = (
-            train,
-            settings.base_model,
-            settings.base_model,
-            distillation.data,
-        )
-        config = replace(full_config, epochs=settings.distill_epochs, min_steps=0)
-    else:
-        mode, why = choose_mode(ctx, production)
-        if mode == "incremental" and production is not None:
-            learned = store.learned(production.number)
-            fresh = [e for e in train if not learned.knows(e)]
-            if not fresh:
-                return {"skipped": f"no new labels since v{production.number}", "mode": mode}
-            fresh_ids = {e.record_id for e in fresh}
-            old = [e for e in train if e.record_id not in fresh_ids]
-            batch = fresh + replay_sample(old, len(fresh), settings.replay_ratio, settings.seed)
-            base, origin = production.checkpoint_path, production.weights_sha256
-            config = incremental_config
-            ctx.verify(production)
-        else:
-            batch, base, origin, config = (
-                train,
-                settings.base_model,
-                settings.base_model,
-                full_config,
-            )
-        training_set = human_set([e.text for e in batch], [e.label for e in batch])
+    chosen = plan(ctx, production, train, data, progress)
+    if not isinstance(chosen, Plan):
+        return chosen
+    mode, why, batch, base, config = (
+        chosen.mode,
+        chosen.why,
+        chosen.batch,
+        chosen.base,
+        chosen.config,
+    )
+    distillation = chosen.distillation
     fingerprint = _fingerprint(
         mode,
-        origin,
+        chosen.origin,
         config.to_dict(),
         batch,
         distillation.fingerprint_extra() if distillation else None,
@@ -186,7 +227,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     started = time.monotonic()
     model, tokenizer = fine_tune_on(
         base,
-        training_set,
+        chosen.data,
         config,
         device=settings.device,
         progress=lambda done, total: progress("train", done, total),

@@ -1,11 +1,14 @@
-"""Label Studio fixtures: one migrated template per session, a fresh copy per test.
+"""Label Studio fixtures: one migrated template per run, a fresh copy per test.
 
 Migrating a new data dir takes ~45 s, starting a copy of a migrated one ~5 s, so each
-test gets its own isolated server cheaply.
+test gets its own isolated server cheaply. Under pytest-xdist (``make test`` runs two
+workers) the template and the tuned checkpoint are built once, by the first worker that
+needs them, and shared.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import socket
@@ -77,16 +80,47 @@ def labelstudio_bin() -> Path:
     return path
 
 
+def redis_db() -> int:
+    """A Redis database number for one test (1-15); each xdist worker draws from its own
+    range, so two tests running at once never flush each other's broker."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    index = int(worker.removeprefix("gw") or 0) % count
+    width = max(1, 15 // count)
+    return 1 + index * width + random.randrange(width)
+
+
+@contextmanager
+def built_once(factory: pytest.TempPathFactory, name: str) -> Iterator[tuple[Path, bool]]:
+    """A directory for something a whole run shares, and whether the caller must build it
+    (True once per run: under xdist each worker is a session of its own, so the first to
+    get here builds while the others wait on the lock, then reuse it)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield factory.mktemp(name), True
+        return
+    root = factory.getbasetemp().parent / name
+    with (root.parent / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        done = root / ".built"
+        if done.exists():
+            yield root, False
+            return
+        root.mkdir(exist_ok=True)
+        yield root, True
+        done.touch()
+
+
 @pytest.fixture(scope="session")
 def labelstudio_template(labelstudio_bin: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated, stopped data dir holding the test user and token (created once)."""
-    root = tmp_path_factory.mktemp("labelstudio-template")
-    data_dir = root / "data"
-    server = make_server(labelstudio_bin, data_dir, log_path=root / "label-studio.log")
-    try:
-        server.start(timeout=300)
-    finally:
-        server.stop()
+    with built_once(tmp_path_factory, "labelstudio-template") as (root, build):
+        data_dir = root / "data"
+        if build:
+            server = make_server(labelstudio_bin, data_dir, log_path=root / "label-studio.log")
+            try:
+                server.start(timeout=300)
+            finally:
+                server.stop()
     return data_dir
 
 
@@ -148,7 +182,7 @@ def scaled_loop(
 ) -> Iterator[loop_mod.Loop]:
     import redis
 
-    db = random.randint(1, 15)
+    db = redis_db()
     redis.Redis.from_url(f"{loop_mod.REDIS}/{db}").flushdb()
     loop = loop_mod.make_loop(
         tmp_path,
@@ -174,10 +208,20 @@ def tuned_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> CheckpointInfo
     """240 pool rows, 2 epochs (~20 s on 2 cores): a model whose predictions are not the
     near-ties of an untrained head."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from training import DEFAULT_BASE_MODEL, TrainConfig, fine_tune, save_checkpoint
-
-    texts, labels = airline_sample("pool", 240, seed=1)
-    model, tokenizer = fine_tune(
-        DEFAULT_BASE_MODEL, texts, labels, TrainConfig(epochs=2), device="cpu"
+    from training import (
+        DEFAULT_BASE_MODEL,
+        CheckpointInfo,
+        TrainConfig,
+        fine_tune,
+        save_checkpoint,
     )
-    return save_checkpoint(model, tokenizer, tmp_path_factory.mktemp("scoring"), "tuned", {})
+
+    with built_once(tmp_path_factory, "scoring") as (root, build):
+        if build:
+            texts, labels = airline_sample("pool", 240, seed=1)
+            model, tokenizer = fine_tune(
+                DEFAULT_BASE_MODEL, texts, labels, TrainConfig(epochs=2), device="cpu"
+            )
+            info = save_checkpoint(model, tokenizer, root, "tuned", {})
+            (root / "tuned.sha256").write_text(info.sha256)
+    return CheckpointInfo(root / "tuned", (root / "tuned.sha256").read_text())

@@ -3,7 +3,6 @@ Studio: scoring needs none). The production model is a quick fine-tune registere
 
 from __future__ import annotations
 
-import random
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from store import ModelVersion, Store
 from tests.conftest import REPO_ROOT
 from tests.integration import loop as loop_mod
+from tests.integration.conftest import redis_db
 from tests.integration.loop import Loop
 from training import CheckpointInfo
 
@@ -98,7 +98,7 @@ def test_killed_scoring_resumes_without_rescoring_and_a_rerun_writes_nothing(
 def redis_pg_env(postgres_url: str) -> Iterator[dict[str, str]]:
     import redis
 
-    db = random.randint(1, 15)
+    db = redis_db()
     url = f"{loop_mod.REDIS}/{db}"
     redis.Redis.from_url(url).flushdb()
     yield {
