@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from orchestrator.context import Context, Progress
+from orchestrator.errors import StepError
 from orchestrator.evaluation import EvalSet, evaluate_checkpoint
 from orchestrator.step_score import write_scores
 from store import ModelVersion, TrainingExample
@@ -94,7 +95,7 @@ def _teacher(
 ) -> ModelVersion:
     """The registered teacher for this fingerprint, or a new one trained on ``train``."""
     from orchestrator.checkpoints import claim
-    from training import fine_tune, save_checkpoint
+    from training import ModelLoadError, fine_tune, save_checkpoint
 
     settings, store = ctx.settings, ctx.store
     existing = store.version_by_fingerprint(fingerprint)
@@ -105,14 +106,17 @@ def _teacher(
     if existing is not None:  # retention deleted it: the same labels again, a new teacher
         fingerprint = hashlib.sha256(f"{fingerprint}:after v{existing.number}".encode()).hexdigest()
     started = time.monotonic()
-    model, tokenizer = fine_tune(
-        settings.teacher_model,
-        [e.text for e in train],
-        [e.label for e in train],
-        config,
-        device=settings.device,  # auto: a GPU where there is one
-        progress=lambda done, total: progress("train teacher", done, total),
-    )
+    try:
+        model, tokenizer = fine_tune(
+            settings.teacher_model,
+            [e.text for e in train],
+            [e.label for e in train],
+            config,
+            device=settings.device,  # auto: a GPU where there is one
+            progress=lambda done, total: progress("train teacher", done, total),
+        )
+    except ModelLoadError as exc:
+        raise StepError(f"SENTILOOP_TEACHER_MODEL={settings.teacher_model}: {exc.reason}") from exc
     seconds = time.monotonic() - started
     intent = claim(ctx)
     info = save_checkpoint(

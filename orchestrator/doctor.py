@@ -1,10 +1,10 @@
 """``sentiloop doctor``: is this installation able to run the loop, piece by piece?
 
 Each check answers for one part (store, broker, result backend, workers on each queue, Label
-Studio, the production checkpoint, disk, GPU) with what is wrong and what to do. Nothing is
-written to the store, Label Studio or the checkpoints; a missing embedded file is reported, not
-created. The only traffic is one ``sentiloop.ping`` message per queue, which a worker answers
-(and which expires unread when none does).
+Studio, the production checkpoint, the base and teacher models, disk, GPU) with what is wrong
+and what to do. Nothing is written to the store, Label Studio or the checkpoints; a missing
+embedded file is reported, not created. The only traffic is one ``sentiloop.ping`` message per
+queue, which a worker answers (and which expires unread when none does).
 """
 
 from __future__ import annotations
@@ -254,6 +254,30 @@ def _largest_version(models_dir: Path) -> int:
     return max(sizes, default=0)
 
 
+def check_models(settings: Settings) -> Check:
+    """The base model (and the distillation teacher) can be loaded before a retrain needs it."""
+    from training import ModelLoadError, resolve_model_path
+
+    named = [("SENTILOOP_BASE_MODEL", settings.base_model)]
+    if settings.teacher_model:
+        named.append(("SENTILOOP_TEACHER_MODEL", settings.teacher_model))
+    found, hub = [], []
+    for setting, name in named:
+        try:
+            path = resolve_model_path(name)
+        except ModelLoadError as exc:
+            return Check("models", "fail", f"{setting}={name}: {exc.reason}", f"fix {setting}")
+        (found if Path(path).is_dir() else hub).append(f"{setting}={name}")
+    if hub:
+        return Check(
+            "models",
+            "warn",
+            f"{', '.join(hub)}: no local directory, loaded from the Hugging Face hub at first use",
+            "needs network access (and HF_HUB_OFFLINE unset), or name a local checkpoint",
+        )
+    return Check("models", "ok", ", ".join(found) + ": installed")
+
+
 def check_gpu(settings: Settings) -> Check:
     import torch
 
@@ -293,7 +317,7 @@ def run_checks(settings: Settings, ping_timeout: float = 10.0) -> list[Check]:
         checks.append(check_production(settings))
     else:
         checks.append(_not_checked("production model", "the store"))
-    return [*checks, check_disk(settings), check_gpu(settings)]
+    return [*checks, check_models(settings), check_disk(settings), check_gpu(settings)]
 
 
 def _not_checked(name: str, broken: str) -> Check:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import random
 import re
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from store import Store
 from store.base import MIGRATIONS_DIR, migration_scripts
 from tests.conftest import REPO_ROOT
 from tests.installation import install
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, redis_db
 from tests.integration.loop import REDIS
 
 pytestmark = pytest.mark.integration
@@ -57,6 +56,8 @@ def test_doctor_names_every_broken_piece(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("SENTILOOP_LABEL_STUDIO_URL", f"http://127.0.0.1:{closed}")
     monkeypatch.setenv("SENTILOOP_LABEL_STUDIO_TOKEN", "not-a-token")
     monkeypatch.setenv("SENTILOOP_DEVICE", "cuda")
+    monkeypatch.setenv("SENTILOOP_TEACHER_MODEL", "all-mpnet-base-v2")
+    monkeypatch.setenv("SENTILOOP_CACHE_DIR", str(tmp_path / "empty-cache"))  # not fetched here
     settings = load_settings()
     install(settings).dispose()  # v3 in production, schema current
     with (settings.models_dir / "v0003" / "model.safetensors").open("ab") as weights:
@@ -75,6 +76,9 @@ def test_doctor_names_every_broken_piece(tmp_path: Path, monkeypatch: pytest.Mon
     production = checks["production model"]
     assert production[0] == "fail" and "v3" in production[1] and "corrupt" in production[1]
     assert "rollback" in production[1]
+    models = checks["models"]
+    assert models[0] == "fail" and "SENTILOOP_TEACHER_MODEL=all-mpnet-base-v2" in models[1]
+    assert "training.fetch all-mpnet-base-v2" in models[1]
     assert checks["disk"][0] == "ok"
     if not torch.cuda.is_available():
         assert checks["gpu"][0] == "fail" and "SENTILOOP_DEVICE=cuda" in checks["gpu"][1]
@@ -87,7 +91,7 @@ def test_doctor_on_an_old_schema_and_a_broker_nobody_consumes(
     from alembic import command
     from alembic.config import Config
 
-    db = random.randint(1, 15)
+    db = redis_db()
     redis.Redis.from_url(f"{REDIS}/{db}").flushdb()
     monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
     monkeypatch.setenv("SENTILOOP_BROKER_URL", f"{REDIS}/{db}")
