@@ -261,7 +261,8 @@ def check_models(settings: Settings) -> Check:
     named = [("SENTILOOP_BASE_MODEL", settings.base_model)]
     if settings.teacher_model:
         named.append(("SENTILOOP_TEACHER_MODEL", settings.teacher_model))
-    found, hub = [], []
+    found: list[str] = []
+    hub: list[str] = []
     for setting, name in named:
         try:
             path = resolve_model_path(name)
