@@ -22,6 +22,7 @@ from orchestrator.context import Context
 from orchestrator.distill import selecting_version
 from orchestrator.erasure import versions_with_erased
 from orchestrator.errors import StepError
+from orchestrator.selection import choose
 from orchestrator.settings import load_settings
 from store import AnnotationIn, ChatIn, ErasureIn
 
@@ -96,6 +97,10 @@ def test_one_distilled_retrain(ctx: Context, airline: Path) -> None:
     scored = store.prediction_for(sorted(pool_ids), teacher.number)
     assert set(student.pool_chat_ids) <= set(scored)
     assert selecting_version(ctx, student).number == teacher.number
+    batch = choose(ctx, project=1, room=10)
+    assert batch.selection.model_version == teacher.number
+    opinions = store.prediction_for(sorted(ids.values()), teacher.number)
+    assert len(batch.chat_ids) == 10 and set(batch.chat_ids) <= set(opinions)
 
     # a teacher is never served: promoting it is refused with the reason
     admin = create_operator(ctx.settings, store, "root", "admin")[1]
