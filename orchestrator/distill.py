@@ -20,13 +20,15 @@ from typing import TYPE_CHECKING
 
 from orchestrator.context import Context, Progress
 from orchestrator.errors import StepError
-from orchestrator.evaluation import EvalSet, evaluate_checkpoint
+from orchestrator.evaluation import EvalSet
+from orchestrator.publish import Recipe, train_and_register
 from orchestrator.step_score import write_scores
 from store import ModelVersion, TrainingExample
-from store.checkpoints import register_version
 from store.models import TEACHER
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
     from training import TrainConfig, TrainingSet
 
 logger = logging.getLogger(__name__)
@@ -94,66 +96,45 @@ def _teacher(
     progress: Progress,
 ) -> ModelVersion:
     """The registered teacher for this fingerprint, or a new one trained on ``train``."""
-    from orchestrator.checkpoints import claim
-    from training import ModelLoadError, fine_tune, save_checkpoint
+    from training import ModelLoadError, fine_tune
 
     settings, store = ctx.settings, ctx.store
-    existing = store.version_by_fingerprint(fingerprint)
-    if existing is not None and not existing.checkpoint_deleted:
-        ctx.verify(existing)
-        logger.info("teacher v%d was trained on these labels: reused", existing.number)
-        return existing
-    if existing is not None:  # retention deleted it: the same labels again, a new teacher
+    while (existing := store.version_by_fingerprint(fingerprint)) is not None:
+        if not existing.checkpoint_deleted:
+            ctx.verify(existing)
+            logger.info("teacher v%d was trained on these labels: reused", existing.number)
+            return existing
+        # retention deleted its files: the same labels again make a new teacher
         fingerprint = hashlib.sha256(f"{fingerprint}:after v{existing.number}".encode()).hexdigest()
-    started = time.monotonic()
-    try:
-        model, tokenizer = fine_tune(
-            settings.teacher_model,
-            [e.text for e in train],
-            [e.label for e in train],
-            config,
-            device=settings.device,  # auto: a GPU where there is one
-            progress=lambda done, total: progress("train teacher", done, total),
-        )
-    except ModelLoadError as exc:
-        raise StepError(f"SENTILOOP_TEACHER_MODEL={settings.teacher_model}: {exc.reason}") from exc
-    seconds = time.monotonic() - started
-    intent = claim(ctx)
-    info = save_checkpoint(
-        model,
-        tokenizer,
-        settings.models_dir,
-        intent.name,
-        {
-            "intent": intent.token,
-            "version": intent.number,
-            "role": TEACHER,
+    recipe = Recipe(
+        settings.teacher_model,
+        config,
+        fingerprint,
+        train,
+        manifest={"role": TEACHER, "mode": "full", "base": settings.teacher_model},
+        row={
             "mode": "full",
-            "base": settings.teacher_model,
-            "base_model": settings.teacher_model,
-            "train_config": config.to_dict(),
-            "data_fingerprint": fingerprint,
-            "n_train": len(train),
+            "status": TEACHER,
+            "train_config": {**config.to_dict(), "role": TEACHER, "pii": settings.pii},
         },
     )
-    del model
-    version = ModelVersion(
-        number=intent.number,
-        base_model=settings.teacher_model,
-        checkpoint_path=str(info.path),
-        weights_sha256=info.sha256,
-        data_fingerprint=fingerprint,
-        train_config={**config.to_dict(), "role": TEACHER, "pii": settings.pii},
-        annotation_ids=sorted(e.annotation_id for e in train),
-        annotation_revisions={str(e.record_id): e.revision for e in train},
-        n_train=len(train),
-        train_seconds=round(seconds, 2),
-        mode="full",
-        status=TEACHER,
-    )
-    metrics = evaluate_checkpoint(ctx, version, data, progress, fit_temperature=True)
-    version.metrics, version.temperature = metrics, float(metrics.get("temperature", 1.0))
-    return register_version(store, version, intent)
+
+    def fit() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        try:
+            return fine_tune(
+                settings.teacher_model,
+                [e.text for e in train],
+                [e.label for e in train],
+                config,
+                device=settings.device,  # auto: a GPU where there is one
+                progress=lambda done, total: progress("train teacher", done, total),
+            )
+        except ModelLoadError as exc:
+            raise StepError(
+                f"SENTILOOP_TEACHER_MODEL={settings.teacher_model}: {exc.reason}"
+            ) from exc
+
+    return train_and_register(ctx, fit, recipe, data, progress)
 
 
 def _score_pool(ctx: Context, teacher: ModelVersion, progress: Progress) -> int:

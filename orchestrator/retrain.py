@@ -8,7 +8,6 @@ import json
 import logging
 import random
 import shutil
-import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,9 +27,9 @@ if TYPE_CHECKING:
     from training import TrainConfig, TrainingSet
 
 from orchestrator.cards import write_model_card
-from orchestrator.evaluation import EvalSet, eval_set, evaluate_checkpoint, gate
+from orchestrator.evaluation import EvalSet, eval_set, gate
 from orchestrator.promotion import auto_promote
-from store.checkpoints import register_version
+from orchestrator.publish import Recipe, train_and_register
 
 logger = logging.getLogger(__name__)
 
@@ -184,8 +183,8 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     recipe; evaluate, calibrate and register it, then gate, promote and apply retention.
     With ``SENTILOOP_TEACHER_MODEL`` the version is a student distilled from a teacher
     trained on the same labels (orchestrator.distill)."""
-    from orchestrator.checkpoints import claim, clean_models_dir
-    from training import SOFT_WEIGHT, fine_tune_on, save_checkpoint
+    from orchestrator.checkpoints import clean_models_dir
+    from training import SOFT_WEIGHT, fine_tune_on
 
     settings, store = ctx.settings, ctx.store
     settings.models_dir.mkdir(parents=True, exist_ok=True)
@@ -224,19 +223,6 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     stop_texts, stop_labels = _early_stopping_sample(
         data, settings.early_stopping_sample, settings.seed
     )
-    started = time.monotonic()
-    model, tokenizer = fine_tune_on(
-        base,
-        chosen.data,
-        config,
-        device=settings.device,
-        progress=lambda done, total: progress("train", done, total),
-        eval_texts=stop_texts if mode == "incremental" else (),
-        eval_labels=stop_labels if mode == "incremental" else (),
-    )
-    train_seconds = time.monotonic() - started
-    intent = claim(ctx)  # recorded before anything is written: see orchestrator.checkpoints
-    number = intent.number
     parent = production.number if production else None
     teacher = distillation.teacher if distillation else None
     distilled = (
@@ -250,50 +236,47 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
         if distillation and teacher
         else {}
     )
-    info = save_checkpoint(
-        model,
-        tokenizer,
-        settings.models_dir,
-        intent.name,
-        {
-            "intent": intent.token,
-            "version": number,
+    recipe = Recipe(
+        settings.base_model,
+        config,
+        fingerprint,
+        batch,
+        manifest={
             "parent": parent,
             "mode": mode,
             "base": base if mode == "full" else f"v{parent}",
-            "base_model": settings.base_model,
-            "train_config": config.to_dict(),
-            "data_fingerprint": fingerprint,
-            "n_train": len(batch),
             **({"distillation": distilled} if distilled else {}),
         },
-    )
-    del model
-    version = ModelVersion(
-        number=number,
-        parent=parent,
-        base_model=settings.base_model,
-        checkpoint_path=str(info.path),
-        weights_sha256=info.sha256,
-        data_fingerprint=fingerprint,
-        # the form of the text it learned: masked at ingest, or the original
-        train_config={
-            **config.to_dict(),
-            "mode_reason": why,
-            "pii": settings.pii,
-            **({"distillation": distilled} if distilled else {}),
+        row={
+            "parent": parent,
+            "mode": mode,
+            # the form of the text it learned: masked at ingest, or the original
+            "train_config": {
+                **config.to_dict(),
+                "mode_reason": why,
+                "pii": settings.pii,
+                **({"distillation": distilled} if distilled else {}),
+            },
+            "teacher": teacher.number if teacher else None,
+            "pool_chat_ids": distillation.pool_chat_ids if distillation else [],
         },
-        annotation_ids=sorted(e.annotation_id for e in batch),
-        annotation_revisions={str(e.record_id): e.revision for e in batch},
-        n_train=len(batch),
-        train_seconds=round(train_seconds, 2),
-        mode=mode,
-        teacher=teacher.number if teacher else None,
-        pool_chat_ids=distillation.pool_chat_ids if distillation else [],
     )
-    metrics = evaluate_checkpoint(ctx, version, data, progress, fit_temperature=True)
-    version.metrics, version.temperature = metrics, float(metrics.get("temperature", 1.0))
-    version = register_version(store, version, intent)
+    version = train_and_register(
+        ctx,
+        lambda: fine_tune_on(
+            base,
+            chosen.data,
+            config,
+            device=settings.device,
+            progress=lambda done, total: progress("train", done, total),
+            eval_texts=stop_texts if mode == "incremental" else (),
+            eval_labels=stop_labels if mode == "incremental" else (),
+        ),
+        recipe,
+        data,
+        progress,
+    )
+    number, metrics = version.number, version.metrics
     result = gate(ctx, version, production)
     store.set_gate(number, result)
     promoted, why = auto_promote(ctx, version, production, result)
