@@ -147,7 +147,7 @@ def plan(
         distillation = distil(ctx, train, held, full_config, teacher_print, progress)
         return Plan(
             "full",
-            f"distilled from a {settings.teacher_model} teacher",
+            f"distilled from teacher {settings.teacher_model}",
             train,
             settings.base_model,
             settings.base_model,
