@@ -15,6 +15,7 @@ from store.models import (
     Annotation,
     AnnotationHistory,
     Chat,
+    ConsensusLabel,
     LabelTask,
     SyncCursor,
     utcnow,
@@ -33,6 +34,73 @@ class AnnotationIn:
     cancelled: bool
     created_at: datetime
     updated_at: datetime
+    lead_time: float | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One annotation that answers (not cancelled, with a label, its task not superseded)."""
+
+    record_id: int
+    ls_annotation_id: int
+    revision: int
+    chat_id: int
+    label: str
+    annotator: str | None
+    text: str
+    updated_at: datetime
+    pulled_at: datetime
+    lead_time: float | None
+
+    @property
+    def voter(self) -> str:
+        """Who answered: the annotator, or this annotation itself when nobody is named."""
+        return self.annotator if self.annotator is not None else f"#{self.record_id}"
+
+
+def signature(answers: Sequence[Answer]) -> list[list[int]]:
+    """The exact answers a consensus is reached from: (record id, revision), sorted."""
+    return sorted([a.record_id, a.revision] for a in answers)
+
+
+def answer_groups(s: Session, chat_ids: Sequence[int] | None = None) -> dict[int, list[Answer]]:
+    """Every chat's answers, oldest first (by update, then Label Studio id)."""
+    superseded = select(LabelTask.id).where(
+        LabelTask.state == "superseded",
+        LabelTask.ls_instance == Annotation.ls_instance,
+        LabelTask.ls_task_id == Annotation.ls_task_id,
+    )
+    query = (
+        select(Annotation, Chat.text)
+        .join(Chat, col(Chat.id) == col(Annotation.chat_id))
+        .where(
+            Annotation.cancelled == False,  # noqa: E712
+            col(Annotation.label).is_not(None),
+            ~superseded.exists(),
+        )
+        .order_by(
+            col(Annotation.chat_id), col(Annotation.updated_at), col(Annotation.ls_annotation_id)
+        )
+    )
+    if chat_ids is not None:
+        query = query.where(col(Annotation.chat_id).in_(chat_ids))
+    groups: dict[int, list[Answer]] = {}
+    for ann, text in s.exec(query).all():
+        groups.setdefault(ann.chat_id, []).append(
+            Answer(
+                ann.id or 0,
+                ann.ls_annotation_id,
+                ann.revision,
+                ann.chat_id,
+                ann.label or "",
+                ann.annotator,
+                text,
+                ann.updated_at,
+                ann.pulled_at,
+                ann.lead_time,
+            )
+        )
+    return groups
 
 
 @dataclass(frozen=True)
@@ -94,6 +162,7 @@ class AnnotationStore(StoreBase):
                             cancelled=item.cancelled,
                             created_at=item.created_at,
                             updated_at=item.updated_at,
+                            lead_time=item.lead_time,
                         )
                         s.add(row)
                         known[item.ls_annotation_id] = row
@@ -118,6 +187,7 @@ class AnnotationStore(StoreBase):
                             item.annotator,
                             item.cancelled,
                         )
+                        row.lead_time = item.lead_time
                         row.updated_at, row.revision, row.pulled_at = (
                             item.updated_at,
                             row.revision + 1,
@@ -163,40 +233,50 @@ class AnnotationStore(StoreBase):
             )
 
     def training_examples(self) -> list[TrainingExample]:
-        """One example per labelled chat: its most recently updated, not cancelled annotation,
-        leaving out answers to a task that was superseded (the chat's text changed since)."""
-        superseded = select(LabelTask.id).where(
-            LabelTask.state == "superseded",
-            LabelTask.ls_instance == Annotation.ls_instance,
-            LabelTask.ls_task_id == Annotation.ls_task_id,
-        )
+        """One example per labelled chat. A chat one annotator answered: their most recently
+        updated answer. A chat several annotators answered: their consensus, once it was
+        reached from exactly these answers and accepted (quality.consensus; a stale,
+        uncertain or disputed one leaves the chat out until it is settled). Left out too: a
+        chat whose task still waits for the annotators it asked, and answers to a task that
+        was superseded (the chat's text changed since)."""
         with self.session() as s:
-            rows = s.exec(
-                select(Annotation, Chat.text)
-                .join(Chat, col(Chat.id) == col(Annotation.chat_id))
-                .where(
-                    Annotation.cancelled == False,  # noqa: E712
-                    col(Annotation.label).is_not(None),
-                    ~superseded.exists(),
-                )
-                .order_by(
-                    col(Annotation.chat_id),
-                    col(Annotation.updated_at),
-                    col(Annotation.ls_annotation_id),
-                )
-            ).all()
-        latest: dict[int, TrainingExample] = {}
-        for ann, text in rows:
-            latest[ann.chat_id] = TrainingExample(
-                ann.ls_annotation_id,
-                ann.chat_id,
-                text,
-                ann.label or "",
-                ann.pulled_at,
-                ann.revision,
-                ann.id or 0,
+            groups = answer_groups(s)
+            waiting = set(
+                s.exec(
+                    select(LabelTask.chat_id).where(
+                        LabelTask.state == "pushed", col(LabelTask.overlap) > 1
+                    )
+                ).all()
             )
-        return [latest[c] for c in sorted(latest)]
+            agreed = {
+                c.chat_id: c
+                for c in s.exec(
+                    select(ConsensusLabel).where(ConsensusLabel.state == "accepted")
+                ).all()
+            }
+        out = []
+        for chat_id, answers in sorted(groups.items()):
+            if chat_id in waiting:
+                continue
+            chosen, label = answers[-1], answers[-1].label
+            if len({a.voter for a in answers}) > 1:
+                c = agreed.get(chat_id)
+                if c is None or c.answers != signature(answers):
+                    continue
+                label = c.label
+                chosen = [a for a in answers if a.label == label][-1]
+            out.append(
+                TrainingExample(
+                    chosen.ls_annotation_id,
+                    chat_id,
+                    chosen.text,
+                    label,
+                    chosen.pulled_at,
+                    chosen.revision,
+                    chosen.record_id,
+                )
+            )
+        return out
 
     def get_cursor(self, name: str) -> datetime | None:
         with self.session() as s:
@@ -215,25 +295,35 @@ class AnnotationStore(StoreBase):
 
 
 def _settle_task_states(s: Session, instance: str, ls_task_ids: set[int]) -> None:
-    """Each task's state from its annotations: answered, or skipped when all were cancelled.
+    """Each task's state from its annotations: ``annotated`` once as many annotators
+    answered as it asks (``overlap``), or as many tried with one answering at least;
+    ``skipped`` when every annotation was cancelled; ``pushed`` while it waits for more.
     Only tasks waiting or answered change (history stays history)."""
     rows = s.exec(
         select(Annotation.ls_task_id, Annotation.cancelled).where(
             Annotation.ls_instance == instance, col(Annotation.ls_task_id).in_(ls_task_ids)
         )
     ).all()
-    answered: dict[int, bool] = {}
+    tries: dict[int, int] = {}
+    answers: dict[int, int] = {}
     for task_id, cancelled in rows:
-        answered[task_id] = answered.get(task_id, False) or not cancelled
-    for task_id, has_answer in answered.items():
-        state = "annotated" if has_answer else "skipped"
-        s.exec(
-            update(LabelTask)
-            .where(
-                col(LabelTask.ls_instance) == instance,
-                col(LabelTask.ls_task_id) == task_id,
-                col(LabelTask.state).in_(["pushed", "annotated", "skipped"]),
-                col(LabelTask.state) != state,
-            )
-            .values(state=state, state_at=utcnow())
+        tries[task_id] = tries.get(task_id, 0) + 1
+        answers[task_id] = answers.get(task_id, 0) + (not cancelled)
+    tasks = s.exec(
+        select(LabelTask).where(
+            col(LabelTask.ls_instance) == instance,
+            col(LabelTask.ls_task_id).in_(list(tries)),
+            col(LabelTask.state).in_(["pushed", "annotated", "skipped"]),
         )
+    ).all()
+    for task in tasks:
+        tried, answered = tries[task.ls_task_id or 0], answers[task.ls_task_id or 0]
+        if not answered:
+            state = "skipped"
+        elif answered >= task.overlap or tried >= task.overlap:
+            state = "annotated"
+        else:
+            state = "pushed"
+        if task.state != state:
+            task.state, task.state_at = state, utcnow()
+            s.add(task)

@@ -16,6 +16,7 @@ from store.models import (
     Annotation,
     AnnotationHistory,
     Chat,
+    ConsensusLabel,
     ErasedSource,
     Erasure,
     LabelTask,
@@ -140,5 +141,6 @@ def _delete_rows(s: Session, chat_ids: list[int], annotation_ids: list[int]) -> 
         result = s.exec(delete(Prediction).where(col(Prediction.chat_id).in_(part)))
         predictions += int(result.rowcount)
         s.exec(delete(LabelTask).where(col(LabelTask.chat_id).in_(part)))
+        s.exec(delete(ConsensusLabel).where(col(ConsensusLabel.chat_id).in_(part)))
         s.exec(delete(Chat).where(col(Chat.id).in_(part)))
     return predictions

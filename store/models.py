@@ -83,7 +83,9 @@ class LabelTask(SQLModel, table=True):
     SENTILOOP_SKIP_REQUEUE_SECONDS), and history: ``requeued`` (a new task asks again),
     ``deleted`` (gone from Label Studio), ``superseded`` (the chat's text changed: its labels
     leave the training set), ``moved`` (re-created on another Label Studio by a resync).
-    ``ls_instance`` names the Label Studio project the task lives in (see labeling)."""
+    ``ls_instance`` names the Label Studio project the task lives in (see labeling);
+    ``overlap`` is how many annotators it asks: it stays ``pushed`` until that many answered
+    (or that many tried, one at least answering)."""
 
     __table_args__ = (
         Index(
@@ -109,6 +111,7 @@ class LabelTask(SQLModel, table=True):
     round_id: int | None = Field(default=None, foreign_key="selectionround.id", index=True)
     selected_at: datetime = Field(default_factory=utcnow)
     pushed_at: datetime | None = None
+    overlap: int = 1
 
 
 class Annotation(SQLModel, table=True):
@@ -132,6 +135,30 @@ class Annotation(SQLModel, table=True):
     created_at: datetime
     updated_at: datetime
     pulled_at: datetime = Field(default_factory=utcnow)
+    lead_time: float | None = None  # seconds the annotator spent (Label Studio's lead time)
+
+
+#: The states of a consensus: trained on; too uncertain, another annotator is asked; too
+#: uncertain with every annotator asked that may be (left out of training, for a person).
+CONSENSUS_STATES = ("accepted", "reask", "disputed")
+
+
+class ConsensusLabel(SQLModel, table=True):
+    """The label a chat's several annotators agree on, with its quality (quality.consensus),
+    as of the answers it was reached from: ``answers`` holds their (record id, revision)
+    pairs, so a new or changed answer makes it stale until it is reached again.
+    ``model_version`` names the model whose out-of-sample probabilities CROWDLAB used."""
+
+    chat_id: int = Field(foreign_key="chat.id", primary_key=True)
+    label: str = Field(max_length=16)
+    quality: float
+    agreement: float
+    votes: int
+    method: str = Field(max_length=16)
+    model_version: int | None = None
+    answers: list[list[int]] = Field(default_factory=list, sa_column=_json())
+    state: str = Field(default="accepted", max_length=16)
+    decided_at: datetime = Field(default_factory=utcnow)
 
 
 class AnnotationHistory(SQLModel, table=True):

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 from store.annotations import AnnotationCounts, AnnotationIn, AnnotationStore, TrainingExample
 from store.base import StoreBase
 from store.chats import Candidates, ChatStore, IngestCounts, PredictionIn
+from store.consensus import AnswerGroup, ConsensusStore
 from store.erasure import ErasureIn, ErasureStore
 from store.identities import IdentityStore
 from store.models import Annotation, Chat, LabelTask, ModelVersion, Prediction
@@ -26,6 +27,7 @@ from store.versions import VersionStore
 __all__ = [
     "AnnotationCounts",
     "AnnotationIn",
+    "AnswerGroup",
     "Candidates",
     "ErasureIn",
     "IngestCounts",
@@ -42,6 +44,7 @@ class Store(
     ChatStore,
     TaskStore,
     AnnotationStore,
+    ConsensusStore,
     VersionStore,
     RunStore,
     RequestStore,

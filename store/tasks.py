@@ -49,12 +49,15 @@ class TaskStore(StoreBase):
         selection_scores: Sequence[float | None],
         selection: SelectionRound | None = None,
         instance: str = "",
+        overlaps: dict[int, int] | None = None,
     ) -> int:
         """Record chats as ``pending`` for a project before they are imported, so that a chat
         can never be chosen twice; a chat that already has an active task is left alone.
         ``selection``, when given, is stored in the same transaction and the tasks point
-        to it: which round chose them is never lost or half-written."""
+        to it: which round chose them is never lost or half-written. ``overlaps`` names
+        the chats to ask of several annotators (how many); the rest ask one."""
         now = utcnow()
+        overlaps = overlaps or {}
         rows = [
             {
                 "chat_id": cid,
@@ -66,6 +69,7 @@ class TaskStore(StoreBase):
                 "model_version": model_version,
                 "selection_score": score,
                 "selected_at": now,
+                "overlap": overlaps.get(cid, 1),
             }
             for cid, score in zip(chat_ids, selection_scores, strict=True)
         ]
@@ -93,6 +97,17 @@ class TaskStore(StoreBase):
             if project_id is not None:
                 q = q.where(SelectionRound.project_id == project_id)
             return list(s.exec(q.order_by(col(SelectionRound.id).desc()).limit(limit)).all())
+
+    def tasks_of_chat(self, chat_id: int) -> list[LabelTask]:
+        """Every task a chat had, oldest first (history included)."""
+        with self.session() as s:
+            return list(
+                s.exec(
+                    select(LabelTask)
+                    .where(LabelTask.chat_id == chat_id)
+                    .order_by(col(LabelTask.id))
+                ).all()
+            )
 
     def pending_tasks(self, project_id: int) -> list[LabelTask]:
         return self.tasks(project_id, ["pending"])

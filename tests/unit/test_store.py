@@ -131,12 +131,14 @@ def test_annotations_upsert_keeps_history_and_never_double_counts(sqlite_store: 
 
 
 def test_training_examples_skip_cancelled_and_take_the_latest(sqlite_store: Store) -> None:
+    """One annotator's answers: the latest is theirs (several annotators: their consensus,
+    tests/unit/test_consensus_store.py)."""
     ids = _chats(sqlite_store, 2)
     sqlite_store.upsert_annotations(
         1,
         [
             _ann(1, ids[0], "negative", 0),
-            _ann(2, ids[0], "positive", 9, annotator="b"),
+            _ann(2, ids[0], "positive", 9),
             _ann(3, ids[1], None, 0, cancelled=True),
         ],
     )
