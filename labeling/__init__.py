@@ -26,10 +26,12 @@ from labeling.errors import (
     LabelStudioStartError,
     LabelStudioUnavailable,
 )
+from labeling.guidelines import DEFAULT_GUIDELINES, guidelines_html
 from labeling.server import STATE_FILE, LabelStudioServer, clean_env, copy_data_dir, parse_port
 
 __all__ = [
     "BACKEND_TITLE",
+    "DEFAULT_GUIDELINES",
     "FROM_NAME",
     "IMPORT_CHUNK_SIZE",
     "LABEL_CHOICES",
@@ -49,6 +51,7 @@ __all__ = [
     "clean_env",
     "connect_ml_backend",
     "copy_data_dir",
+    "guidelines_html",
     "next_cursor",
     "parse_port",
     "retrieve_predictions",

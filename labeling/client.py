@@ -80,6 +80,7 @@ class AnnotationOut:
     created_at: datetime
     updated_at: datetime
     cancelled: bool
+    lead_time: float | None = None  # seconds the annotator spent on it
 
 
 def next_cursor(annotations: Sequence[AnnotationOut], previous: datetime | None) -> datetime | None:
@@ -176,6 +177,10 @@ def _label_from_result(result: Any, annotation_id: int) -> str | None:
     return None
 
 
+def _seconds(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and value >= 0 else None
+
+
 def _annotator(annotation: dict[str, Any]) -> str | None:
     # Label Studio formats it as "<first> <last> <email>, <user id>".
     name = annotation.get("created_username")
@@ -256,27 +261,49 @@ class LabelStudioClient:
         with self._errors("authenticate"):
             self._ls.users.whoami()
 
-    def ensure_project(self, title: str, description: str = "") -> int:
-        """Return the id of the project with exactly ``title``, creating it if missing."""
-        found = self.find_project(title)
+    def ensure_project(self, title: str, description: str = "", instructions: str = "") -> int:
+        """Return the id of the project with exactly ``title``, creating it if missing.
+        ``instructions`` (HTML) are the labelling guidelines annotators see before they
+        start and from the labelling screen; an existing project gets them when they
+        changed."""
+        found = self._find_project(title)
         if found is not None:
-            return found
+            if instructions and (found.expert_instruction or "") != instructions:
+                with self._errors("update the project's instructions"):
+                    self._ls.projects.update(
+                        id=found.id, expert_instruction=instructions, show_instruction=True
+                    )
+            return int(found.id)
         with self._errors("create project"):
             created = self._ls.projects.create(
-                title=title, description=description, label_config=LABEL_CONFIG
+                title=title,
+                description=description,
+                label_config=LABEL_CONFIG,
+                expert_instruction=instructions,
+                show_instruction=bool(instructions),
             )
         if created.id is None:
             raise LabelingError(f"Label Studio at {self.shown} created a project without an id")
         logger.info("Created Label Studio project %r (id %d)", title, created.id)
         return int(created.id)
 
+    def instructions(self, project_id: int) -> str:
+        """The labelling guidelines the project shows ("" when none)."""
+        with self._errors("get project"):
+            project = self._ls.projects.get(id=project_id)
+        return str(project.expert_instruction or "") if project.show_instruction else ""
+
     def find_project(self, title: str) -> int | None:
         """The id of the project with exactly ``title``, or None (never creates one)."""
+        found = self._find_project(title)
+        return None if found is None else int(found.id)
+
+    def _find_project(self, title: str) -> Any:
         with self._errors("list projects"):
             projects: Iterator[Any] = iter(self._ls.projects.list(title=title, page_size=100))
             for project in projects:
                 if project.title == title and project.id is not None:
-                    return int(project.id)
+                    return project
         return None
 
     def export_project(self, project_id: int, out: BinaryIO, *, timeout: float = 600) -> None:
@@ -405,25 +432,55 @@ class LabelStudioClient:
                         created_at=_as_utc(annotation["created_at"]),
                         updated_at=_as_utc(annotation["updated_at"]),
                         cancelled=cancelled,
+                        lead_time=_seconds(annotation.get("lead_time")),
                     )
                 )
         out.sort(key=lambda a: (a.updated_at, a.annotation_id))
         logger.debug("Pulled %d annotations from project %d since %s", len(out), project_id, cursor)
         return out
 
-    def annotate(self, task_id: int, label: str, *, lead_time: float | None = None) -> int:
-        """Annotate a task as the token's user (simulated annotator for demo and tests)."""
+    def annotate(
+        self,
+        task_id: int,
+        label: str,
+        *,
+        lead_time: float | None = None,
+        user: int | None = None,
+    ) -> int:
+        """Annotate a task as the token's user, or on behalf of ``user`` (an id from
+        ``ensure_user``): the simulated annotators of the demo, tests and benchmarks."""
         result = _choices_result(label)
+        extra: dict[str, Any] = {}
+        if lead_time is not None:
+            extra["lead_time"] = lead_time
+        if user is not None:
+            extra["completed_by"] = user
         with self._errors("create annotation"):
-            if lead_time is None:
-                annotation = self._ls.annotations.create(id=task_id, result=result)
-            else:
-                annotation = self._ls.annotations.create(
-                    id=task_id, result=result, lead_time=lead_time
-                )
+            annotation = self._ls.annotations.create(id=task_id, result=result, **extra)
         if annotation.id is None:
             raise LabelingError(f"Label Studio at {self.shown} created an annotation without id")
         return int(annotation.id)
+
+    def ensure_user(self, email: str) -> int:
+        """The id of the Label Studio user with this e-mail, created (without a password: it
+        cannot log in) when missing; a simulated annotator of the demo, tests, benchmarks."""
+        with self._errors("list users"):
+            for user in self._ls.users.list():
+                if user.email == email and user.id is not None:
+                    return int(user.id)
+        with self._errors("create a user"):
+            created = self._ls.users.create(username=email, email=email)
+        if created.id is None:
+            raise LabelingError(f"Label Studio at {self.shown} created a user without an id")
+        return int(created.id)
+
+    def set_overlap(self, task_id: int, overlap: int) -> None:
+        """Ask ``overlap`` annotators for a task (Label Studio's per-task overlap); it goes
+        back to the annotators' queue until that many answered. Setting it again is a no-op."""
+        if overlap < 1:
+            raise ValueError(f"overlap must be at least 1, got {overlap}")
+        with self._errors("set a task's overlap"):
+            self._ls.tasks.update(id=str(task_id), overlap=overlap, is_labeled=False)
 
     def skip(self, task_id: int) -> int:
         """Skip a task as an annotator who cannot tell would (a cancelled annotation)."""

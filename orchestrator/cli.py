@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,7 +22,8 @@ from rich.progress import (
 from rich.table import Table
 
 from domain import LABELS
-from orchestrator.cli_access import annotators_app, erase, operators_app
+from orchestrator.cli_access import erase, operators_app
+from orchestrator.cli_annotators import annotators_app
 from orchestrator.cli_common import console, err, fmt, load_or_exit, open_store, or_exit
 from orchestrator.cli_install import backup, ls_app, restore
 from orchestrator.cli_models import models_app
@@ -165,6 +167,13 @@ def status(
     table.add_row(
         "labelled chats", f"{counts['labelled_chats']} ({counts['annotations']} annotations)"
     )
+    agreed = Counter(row.state for row in store.consensus_labels().values())
+    if agreed:
+        table.add_row(
+            "asked of several annotators",
+            f"{agreed['accepted']} agreed, {agreed['reask']} waiting for one more answer, "
+            f"{agreed['disputed']} disputed (`sentiloop annotators`)",
+        )
     table.add_row("model versions", str(counts["versions"]))
     table.add_row(
         "production",

@@ -1,5 +1,4 @@
-"""`sentiloop operators ...` (who may act), `sentiloop erase` (erasure on request) and
-`sentiloop annotators id` (an annotator's pseudonymous id)."""
+"""`sentiloop operators ...` (who may act) and `sentiloop erase` (erasure on request)."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from domain import ROLES
 from orchestrator.cli_common import acting, console, err, load_or_exit, open_store, or_exit
 
 operators_app = typer.Typer(no_args_is_help=True, help="Operator accounts and their roles.")
-annotators_app = typer.Typer(no_args_is_help=True, help="Annotators, known by pseudonymous ids.")
 
 
 @operators_app.command("create")
@@ -77,24 +75,6 @@ def operators_whoami() -> None:
         err.print("no operator: SENTILOOP_OPERATOR_KEY is not set")
         raise typer.Exit(1)
     console.print(f"{operator.name} ({operator.role})", markup=False)
-
-
-@annotators_app.command("id")
-def annotators_id(
-    email: Annotated[str, typer.Argument(help="The annotator's Label Studio e-mail address.")],
-) -> None:
-    """The pseudonymous id the store knows this annotator by (annotator-admins only: it
-    links a person to their labels)."""
-    from privacy import pseudonym
-
-    settings = load_or_exit()
-    store = open_store(settings)
-    acting(settings, store, "annotators")
-    key = or_exit(lambda: store.kept_pseudonym_key(settings.configured_pseudonym_key))
-    if key is None:
-        err.print("no annotation has been pulled yet: no annotator has an id here")
-        raise typer.Exit(1)
-    print(pseudonym(key, email))
 
 
 def erase(

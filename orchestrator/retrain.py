@@ -184,11 +184,13 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     With ``SENTILOOP_TEACHER_MODEL`` the version is a student distilled from a teacher
     trained on the same labels (orchestrator.distill)."""
     from orchestrator.checkpoints import clean_models_dir
+    from orchestrator.consensus import refresh as refresh_consensus
     from training import SOFT_WEIGHT, fine_tune_on
 
     settings, store = ctx.settings, ctx.store
     settings.models_dir.mkdir(parents=True, exist_ok=True)
     removed = clean_models_dir(ctx)  # under this step's lease: no other retrain is running
+    refresh_consensus(ctx)  # labels answered by several annotators: their current consensus
     examples = store.training_examples()
     data = eval_set(ctx, examples)
     train = [e for e in examples if e.chat_id not in data.held_out]

@@ -135,6 +135,19 @@ class Settings(BaseSettings):
         86400.0, ge=0, description="Ask a skipped chat again after this long (0: never)."
     )
     score_sample: int = Field(0, ge=0, description="Score at most this many chats a cycle (0=all).")
+    overlap_share: float = Field(
+        0.0, ge=0, le=1, description="Share of each batch asked of several annotators (0: off)."
+    )
+    overlap: int = Field(2, ge=2, le=10, description="Annotators asked for an overlapped chat.")
+    max_annotations: int = Field(
+        3, ge=2, le=10, description="Most annotators asked for one chat (re-asking stops there)."
+    )
+    consensus_min_quality: float = Field(
+        0.6, ge=0, le=1, description="Below it a consensus is not trained on: one more is asked."
+    )
+    guidelines_file: Path | None = Field(
+        None, description="Labelling instructions shown in Label Studio (HTML or text)."
+    )
 
     label_studio_url: SecretStr | None = Field(
         None, description="Remote Label Studio; default local (it may carry a user and password)."
@@ -293,6 +306,23 @@ class Settings(BaseSettings):
             raise ValueError("teacher needs SENTILOOP_TEACHER_MODEL (there is no teacher)")
         return value
 
+    @field_validator("guidelines_file")
+    @classmethod
+    def _guidelines(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                value.expanduser().read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"cannot read {value}: {exc}") from None
+        return value
+
+    @field_validator("max_annotations")
+    @classmethod
+    def _max_annotations(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("overlap", 2):
+            raise ValueError("must be at least SENTILOOP_OVERLAP")
+        return value
+
     @field_validator("promote")
     @classmethod
     def _promote_mode(cls, value: str) -> str:
@@ -329,6 +359,17 @@ class Settings(BaseSettings):
     def masker(self) -> Masker:
         """The one masker of this configuration (its recognisers load on first use)."""
         return Masker(self.pii_patterns, self.pii_phone_regions.split(","))
+
+    @cached_property
+    def guidelines(self) -> str:
+        """The labelling instructions annotators see, as HTML: SENTILOOP_GUIDELINES_FILE
+        (a ``.html`` file as it is, any other as paragraphs of text), or the built-in ones."""
+        from labeling import DEFAULT_GUIDELINES, guidelines_html
+
+        if self.guidelines_file is None:
+            return DEFAULT_GUIDELINES
+        path = self.guidelines_file.expanduser()
+        return guidelines_html(path.read_text(encoding="utf-8"), path.suffix)
 
     @property
     def models_dir(self) -> Path:

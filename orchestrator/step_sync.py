@@ -10,6 +10,7 @@ from typing import Any
 
 from labeling import LabelStudioClient, TaskIn
 from labeling import PredictionIn as TaskPrediction
+from orchestrator.consensus import overlaps, settle
 from orchestrator.context import Context, Progress
 from orchestrator.errors import LabelStudioMismatch
 from privacy import Masker, pseudonym
@@ -33,7 +34,7 @@ def label_studio(ctx: Context) -> tuple[LabelStudioClient, int, str]:
     annotation ids, and syncing with it would map them onto the wrong chats."""
     settings, store = ctx.settings, ctx.store
     client = ctx.labeling()
-    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+    project = _ensure_project(ctx, client)
     identity = client.project_identity(project)
     recorded = store.label_studio_identity()
     if recorded is not None and recorded.get("identity") != identity:
@@ -49,6 +50,12 @@ def label_studio(ctx: Context) -> tuple[LabelStudioClient, int, str]:
         if adopted:
             logger.info("%d tasks and annotations recorded as from %s", adopted, identity)
     return client, project, identity
+
+
+def _ensure_project(ctx: Context, client: LabelStudioClient) -> int:
+    """Our project, created with (or brought up to date with) the labelling guidelines."""
+    title = ctx.settings.project_title
+    return client.ensure_project(title, "Chats chosen by sentiloop", ctx.settings.guidelines)
 
 
 def push(
@@ -81,6 +88,7 @@ def push(
                 f"(kappa >= {settings.stop_kappa} over {settings.stop_window} versions)",
             }
     batch = selection.choose(ctx, project, room, cycle_id)
+    several = overlaps(ctx, batch.chat_ids, batch.selection.model_version)
     store.reserve_tasks(
         project,
         batch.chat_ids,
@@ -89,12 +97,14 @@ def push(
         selection_scores=batch.scores,
         selection=batch.selection,
         instance=instance,
+        overlaps=several,
     )
     pushed = _push_pending(ctx, project, instance)
     return {
         **counts,
         "strategy": batch.selection.strategy,
         "selected": len(batch.chat_ids),
+        **({"asked_of_several": len(several)} if several else {}),
         "pushed": pushed + reconciled,
     }
 
@@ -121,7 +131,7 @@ def resync(ctx: Context, progress: Progress) -> dict[str, Any]:
     not answered yet are re-created there; answered ones and every label stay as they are."""
     settings, store = ctx.settings, ctx.store
     client = ctx.labeling()
-    project = client.ensure_project(settings.project_title, "Chats chosen by sentiloop")
+    project = _ensure_project(ctx, client)
     identity = client.project_identity(project)
     recorded = store.label_studio_identity()
     moved = store.resync(project, identity, settings.ls_url_shown)
@@ -159,7 +169,16 @@ def _adopt_imported(
     if adopted:
         logger.info("adopting %d tasks imported by an interrupted run", len(adopted))
         store.mark_pushed(project, adopted)
+        _ask_several(ctx, {t.chat_id: t.overlap for t in pending}, adopted)
     return [t for t in pending if t.chat_id not in adopted]
+
+
+def _ask_several(ctx: Context, overlap: dict[int, int], task_ids: dict[int, int]) -> None:
+    """Label Studio imports every task asking one annotator: the chats to ask of several get
+    their overlap now (again after a crash: setting it twice is harmless)."""
+    for chat_id, task_id in task_ids.items():
+        if overlap.get(chat_id, 1) > 1:
+            ctx.labeling().set_overlap(task_id, overlap[chat_id])
 
 
 def _push_pending(ctx: Context, project: int, instance: str) -> int:
@@ -190,7 +209,9 @@ def _push_pending(ctx: Context, project: int, instance: str) -> int:
         payload.append(TaskIn(chat_id=chat.source_id, text=text, meta=meta, prediction=pred))
     if payload:
         ids = client.import_tasks(project, payload)
-        store.mark_pushed(project, {t.chat_id: tid for t, tid in zip(todo, ids, strict=True)})
+        imported = {t.chat_id: tid for t, tid in zip(todo, ids, strict=True)}
+        store.mark_pushed(project, imported)
+        _ask_several(ctx, {t.chat_id: t.overlap for t in todo}, imported)
     return len(payload)
 
 
@@ -238,6 +259,7 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
                 cancelled=a.cancelled,
                 created_at=a.created_at,
                 updated_at=a.updated_at,
+                lead_time=a.lead_time,
             )
         )
     counts = store.upsert_annotations(project, rows, instance)
@@ -245,6 +267,7 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
         store.set_cursor(cursor_name, max(a.updated_at for a in items))
     present = {tid for ids in listing.values() for tid in ids}
     changes = store.release_deleted(recorded, present)
+    agreed = settle(ctx, instance)
     return {
         "project": project,
         "fetched": len(items),
@@ -253,4 +276,5 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
         "unchanged": counts.unchanged,
         "unknown_task": unknown,
         "deleted_tasks": changes.deleted + changes.deleted_annotated,
+        **({k: v for k, v in agreed.items() if v} if agreed["consensus"] else {}),
     }

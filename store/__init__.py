@@ -36,6 +36,7 @@ from store.runs import WORKER_LEASE_PREFIX, holder_gone
 from store.store import (
     AnnotationCounts,
     AnnotationIn,
+    Answer,
     AnswerGroup,
     Candidates,
     ErasureIn,
@@ -54,6 +55,7 @@ __all__ = [
     "AnnotationCounts",
     "AnnotationHistory",
     "AnnotationIn",
+    "Answer",
     "AnswerGroup",
     "ApiKey",
     "Candidates",

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import String, cast, delete, func
 from sqlmodel import col, select
 
 from store.annotations import Answer, answer_groups
 from store.base import StoreBase
-from store.models import ACTIVE_TASK_STATES, ConsensusLabel, LabelTask, utcnow
+from store.models import ACTIVE_TASK_STATES, Annotation, ConsensusLabel, LabelTask, utcnow
 
 __all__ = ["AnswerGroup", "ConsensusStore"]
 
@@ -41,8 +41,18 @@ class ConsensusStore(StoreBase):
 
     def answer_groups(self) -> list[AnswerGroup]:
         """The chats that two or more annotators answered, with their holding task."""
+        voter = func.coalesce(Annotation.annotator, cast(Annotation.id, String))
         with self.session() as s:
-            groups = answer_groups(s)
+            candidates = s.exec(
+                select(Annotation.chat_id)
+                .where(
+                    Annotation.cancelled == False,  # noqa: E712
+                    col(Annotation.label).is_not(None),
+                )
+                .group_by(col(Annotation.chat_id))
+                .having(func.count(func.distinct(voter)) > 1)
+            ).all()
+            groups = answer_groups(s, list(candidates)) if candidates else {}
             several = {c: a for c, a in groups.items() if len({x.voter for x in a}) > 1}
             tasks = {
                 t.chat_id: t

@@ -11,7 +11,13 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from store.annotations import AnnotationCounts, AnnotationIn, AnnotationStore, TrainingExample
+from store.annotations import (
+    AnnotationCounts,
+    AnnotationIn,
+    AnnotationStore,
+    Answer,
+    TrainingExample,
+)
 from store.base import StoreBase
 from store.chats import Candidates, ChatStore, IngestCounts, PredictionIn
 from store.consensus import AnswerGroup, ConsensusStore
@@ -27,6 +33,7 @@ from store.versions import VersionStore
 __all__ = [
     "AnnotationCounts",
     "AnnotationIn",
+    "Answer",
     "AnswerGroup",
     "Candidates",
     "ErasureIn",
