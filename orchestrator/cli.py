@@ -174,6 +174,14 @@ def status(
             f"{agreed['accepted']} agreed, {agreed['reask']} waiting for one more answer, "
             f"{agreed['disputed']} disputed (`sentiloop annotators`)",
         )
+    reviews = store.review_counts()
+    if reviews:
+        table.add_row(
+            "label review",
+            f"{sum(reviews.values())} likely label errors flagged: "
+            f"{reviews.get('pushed', 0) + reviews.get('pending', 0)} waiting for a reviewer, "
+            f"{reviews.get('annotated', 0)} answered",
+        )
     table.add_row("model versions", str(counts["versions"]))
     table.add_row(
         "production",

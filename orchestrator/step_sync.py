@@ -5,6 +5,7 @@ the store's tasks were made in."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from orchestrator.errors import LabelStudioMismatch
 from privacy import Masker, pseudonym
 from store import (
     AnnotationIn,
+    Chat,
     LabelTask,
     utcnow,
 )
@@ -64,13 +66,22 @@ def push(
     """Pick the most informative chats and create their Label Studio tasks, never twice.
     ``limit`` overrides the batch size (the demo's seed batch). Skipped tasks that are due
     are asked again first. With SENTILOOP_STOP_WHEN_STABLE, nothing new is pushed once the
-    stopping criterion fires."""
+    stopping criterion fires. After a new version, its likely label errors go to the review
+    project (orchestrator.review)."""
+    from orchestrator import review
+
+    counts = _push_batch(ctx, limit, cycle_id)
+    reviews = review.push_reviews(ctx)
+    return {**counts, "review": reviews} if reviews else counts
+
+
+def _push_batch(ctx: Context, limit: int | None, cycle_id: str | None) -> dict[str, Any]:
     from orchestrator import selection
 
     settings, store = ctx.settings, ctx.store
     _, project, instance = label_studio(ctx)
     requeued = _requeue_skipped(ctx, project)
-    reconciled = _push_pending(ctx, project, instance)
+    reconciled = push_pending(ctx, project, instance)
     open_tasks = store.open_task_count(project)
     room = min(limit or settings.batch_size, settings.max_open_tasks - open_tasks)
     counts: dict[str, Any] = {"project": project, "reconciled": reconciled, "requeued": requeued}
@@ -99,7 +110,7 @@ def push(
         instance=instance,
         overlaps=several,
     )
-    pushed = _push_pending(ctx, project, instance)
+    pushed = push_pending(ctx, project, instance)
     return {
         **counts,
         "strategy": batch.selection.strategy,
@@ -135,7 +146,7 @@ def resync(ctx: Context, progress: Progress) -> dict[str, Any]:
     identity = client.project_identity(project)
     recorded = store.label_studio_identity()
     moved = store.resync(project, identity, settings.ls_url_shown)
-    pushed = _push_pending(ctx, project, identity)
+    pushed = push_pending(ctx, project, identity)
     return {
         "project": project,
         "from": (recorded or {}).get("identity"),
@@ -181,8 +192,14 @@ def _ask_several(ctx: Context, overlap: dict[int, int], task_ids: dict[int, int]
             ctx.labeling().set_overlap(task_id, overlap[chat_id])
 
 
-def _push_pending(ctx: Context, project: int, instance: str) -> int:
-    """Import every pending task that is not in Label Studio yet."""
+def push_pending(
+    ctx: Context,
+    project: int,
+    instance: str,
+    meta: Callable[[LabelTask, Chat], str] | None = None,
+) -> int:
+    """Import every pending task of the project that is not in Label Studio yet. ``meta``
+    writes the line annotators see above the chat (default: its shown metadata)."""
     store = ctx.store
     todo = _adopt_imported(ctx, project, instance)
     if not todo:
@@ -205,8 +222,9 @@ def _push_pending(ctx: Context, project: int, instance: str) -> int:
                 label=p.label, score=float(confidence), model_version=f"v{version}"
             )
         # people see masked text, whatever the store keeps (masking twice changes nothing)
-        text, meta = masker.mask(chat.text), _meta_line(chat.meta, shown, masker)
-        payload.append(TaskIn(chat_id=chat.source_id, text=text, meta=meta, prediction=pred))
+        text = masker.mask(chat.text)
+        line = meta(t, chat) if meta else _meta_line(chat.meta, shown, masker)
+        payload.append(TaskIn(chat_id=chat.source_id, text=text, meta=line, prediction=pred))
     if payload:
         ids = client.import_tasks(project, payload)
         imported = {t.chat_id: tid for t, tid in zip(todo, ids, strict=True)}
@@ -226,9 +244,26 @@ def _meta_line(meta: dict[str, Any], shown: list[str], masker: Masker) -> str:
 
 def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
     """Bring new and changed annotations into the store, from where the last pull stopped,
-    and notice tasks deleted in Label Studio (their chats may be asked again)."""
-    store = ctx.store
+    and notice tasks deleted in Label Studio (their chats may be asked again); then the
+    consensus of what came in, and the reviewers' answers of the review project."""
+    from orchestrator import review
+
     client, project, instance = label_studio(ctx)
+    counts = pull_project(ctx, client, project, instance)
+    agreed = settle(ctx, instance)
+    if agreed["consensus"]:
+        counts.update({k: v for k, v in agreed.items() if v})
+    reviewed = review.pull_reviews(ctx, client)
+    if reviewed:
+        counts["review"] = reviewed
+    return counts
+
+
+def pull_project(
+    ctx: Context, client: LabelStudioClient, project: int, instance: str
+) -> dict[str, Any]:
+    """One project's new and changed annotations, and its tasks deleted in Label Studio."""
+    store = ctx.store
     cursor_name = f"annotations:{instance}"
     cursor = store.get_cursor(cursor_name)
     # re-read a margin before the cursor: an annotation committed late is not missed, and
@@ -267,7 +302,6 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
         store.set_cursor(cursor_name, max(a.updated_at for a in items))
     present = {tid for ids in listing.values() for tid in ids}
     changes = store.release_deleted(recorded, present)
-    agreed = settle(ctx, instance)
     return {
         "project": project,
         "fetched": len(items),
@@ -276,5 +310,4 @@ def pull(ctx: Context, progress: Progress) -> dict[str, Any]:
         "unchanged": counts.unchanged,
         "unknown_task": unknown,
         "deleted_tasks": changes.deleted + changes.deleted_annotated,
-        **({k: v for k, v in agreed.items() if v} if agreed["consensus"] else {}),
     }

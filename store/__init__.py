@@ -16,6 +16,7 @@ from store.fence import Fence, fenced
 from store.ingest import ChatIn, ParseResult, RowError, iter_file, parse_file
 from store.intake import IngestReport, ingest_file
 from store.models import (
+    REVIEW,
     Annotation,
     AnnotationHistory,
     ApiKey,
@@ -50,6 +51,7 @@ from store.versions import PRODUCTION_CHANNEL, Learned
 
 __all__ = [
     "PRODUCTION_CHANNEL",
+    "REVIEW",
     "WORKER_LEASE_PREFIX",
     "Annotation",
     "AnnotationCounts",

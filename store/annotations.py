@@ -6,12 +6,14 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from store.base import WRITE_CHUNK, StoreBase
 from store.models import (
+    REVIEW,
     Annotation,
     AnnotationHistory,
     Chat,
@@ -51,6 +53,7 @@ class Answer:
     updated_at: datetime
     pulled_at: datetime
     lead_time: float | None
+    review: bool = False  # a reviewer's answer to a review task: it replaces the label
 
     @property
     def voter(self) -> str:
@@ -63,6 +66,19 @@ def signature(answers: Sequence[Answer]) -> list[list[int]]:
     return sorted([a.record_id, a.revision] for a in answers)
 
 
+def review_answer() -> Any:
+    """SQL: the annotation answers a review task."""
+    return (
+        select(LabelTask.id)
+        .where(
+            LabelTask.strategy == REVIEW,
+            LabelTask.ls_instance == Annotation.ls_instance,
+            LabelTask.ls_task_id == Annotation.ls_task_id,
+        )
+        .exists()
+    )
+
+
 def answer_groups(s: Session, chat_ids: Sequence[int] | None = None) -> dict[int, list[Answer]]:
     """Every chat's answers, oldest first (by update, then Label Studio id)."""
     superseded = select(LabelTask.id).where(
@@ -71,7 +87,7 @@ def answer_groups(s: Session, chat_ids: Sequence[int] | None = None) -> dict[int
         LabelTask.ls_task_id == Annotation.ls_task_id,
     )
     query = (
-        select(Annotation, Chat.text)
+        select(Annotation, Chat.text, review_answer())
         .join(Chat, col(Chat.id) == col(Annotation.chat_id))
         .where(
             Annotation.cancelled == False,  # noqa: E712
@@ -85,7 +101,7 @@ def answer_groups(s: Session, chat_ids: Sequence[int] | None = None) -> dict[int
     if chat_ids is not None:
         query = query.where(col(Annotation.chat_id).in_(chat_ids))
     groups: dict[int, list[Answer]] = {}
-    for ann, text in s.exec(query).all():
+    for ann, text, review in s.exec(query).all():
         groups.setdefault(ann.chat_id, []).append(
             Answer(
                 ann.id or 0,
@@ -98,6 +114,7 @@ def answer_groups(s: Session, chat_ids: Sequence[int] | None = None) -> dict[int
                 ann.updated_at,
                 ann.pulled_at,
                 ann.lead_time,
+                bool(review),
             )
         )
     return groups
@@ -233,7 +250,8 @@ class AnnotationStore(StoreBase):
             )
 
     def training_examples(self) -> list[TrainingExample]:
-        """One example per labelled chat. A chat one annotator answered: their most recently
+        """One example per labelled chat. A chat a reviewer answered: the latest review. A chat
+        one annotator answered: their most recently
         updated answer. A chat several annotators answered: their consensus, once it was
         reached from exactly these answers and accepted (quality.consensus; a stale,
         uncertain or disputed one leaves the chat out until it is settled). Left out too: a
@@ -255,11 +273,16 @@ class AnnotationStore(StoreBase):
                 ).all()
             }
         out = []
-        for chat_id, answers in sorted(groups.items()):
-            if chat_id in waiting:
+        for chat_id, group in sorted(groups.items()):
+            reviews = [a for a in group if a.review]
+            answers = [a for a in group if not a.review]
+            if reviews:
+                chosen, label = reviews[-1], reviews[-1].label
+            elif chat_id in waiting:
                 continue
-            chosen, label = answers[-1], answers[-1].label
-            if len({a.voter for a in answers}) > 1:
+            else:
+                chosen, label = answers[-1], answers[-1].label
+            if not reviews and len({a.voter for a in answers}) > 1:
                 c = agreed.get(chat_id)
                 if c is None or c.answers != signature(answers):
                     continue

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from sqlalchemy import String, cast, delete, func
 from sqlmodel import col, select
 
-from store.annotations import Answer, answer_groups
+from store.annotations import Answer, answer_groups, review_answer
 from store.base import StoreBase
-from store.models import ACTIVE_TASK_STATES, Annotation, ConsensusLabel, LabelTask, utcnow
+from store.models import ACTIVE_TASK_STATES, REVIEW, Annotation, ConsensusLabel, LabelTask, utcnow
 
 __all__ = ["AnswerGroup", "ConsensusStore"]
 
@@ -40,7 +40,8 @@ class ConsensusStore(StoreBase):
             return answer_groups(s, chat_ids)
 
     def answer_groups(self) -> list[AnswerGroup]:
-        """The chats that two or more annotators answered, with their holding task."""
+        """The chats that two or more annotators answered (reviews aside), with their
+        holding task."""
         voter = func.coalesce(Annotation.annotator, cast(Annotation.id, String))
         with self.session() as s:
             candidates = s.exec(
@@ -48,18 +49,22 @@ class ConsensusStore(StoreBase):
                 .where(
                     Annotation.cancelled == False,  # noqa: E712
                     col(Annotation.label).is_not(None),
+                    ~review_answer(),
                 )
                 .group_by(col(Annotation.chat_id))
                 .having(func.count(func.distinct(voter)) > 1)
             ).all()
             groups = answer_groups(s, list(candidates)) if candidates else {}
-            several = {c: a for c, a in groups.items() if len({x.voter for x in a}) > 1}
+            # a reviewer's answer is not a vote: it replaces the label (store.annotations)
+            votes = {c: [x for x in a if not x.review] for c, a in groups.items()}
+            several = {c: a for c, a in votes.items() if len({x.voter for x in a}) > 1}
             tasks = {
                 t.chat_id: t
                 for t in s.exec(
                     select(LabelTask).where(
                         col(LabelTask.chat_id).in_(list(several)),
                         col(LabelTask.state).in_(ACTIVE_TASK_STATES),
+                        LabelTask.strategy != REVIEW,
                     )
                 ).all()
             }

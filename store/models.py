@@ -67,6 +67,9 @@ class SelectionRound(SQLModel, table=True):
 
 #: The status of a distillation teacher: a registered version that is never served.
 TEACHER = "teacher"
+#: The strategy of a review task: a likely label error asked again in the review project; its
+#: answer replaces the chat's label.
+REVIEW = "review"
 #: Task states that hold their chat (at most one such task per chat and project) ...
 ACTIVE_TASK_STATES = ("pending", "pushed", "annotated", "skipped")
 #: ... and those that no longer do: history, the chat may be asked again.

@@ -25,6 +25,7 @@ from store.erasure import ErasureIn, ErasureStore
 from store.identities import IdentityStore
 from store.models import Annotation, Chat, LabelTask, ModelVersion, Prediction
 from store.requests import RequestStore
+from store.review import ReviewStore
 from store.runs import RunStore
 from store.service import ServiceStore, ShadowCounts
 from store.tasks import TaskChanges, TaskStore
@@ -52,6 +53,7 @@ class Store(
     TaskStore,
     AnnotationStore,
     ConsensusStore,
+    ReviewStore,
     VersionStore,
     RunStore,
     RequestStore,

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 from store.base import WRITE_CHUNK, StoreBase, rowcount
 from store.models import (
     ACTIVE_TASK_SQL,
+    REVIEW,
     Annotation,
     LabelTask,
     LoopState,
@@ -270,7 +271,8 @@ class TaskStore(StoreBase):
         """Move to another Label Studio project (a reset or a new server): every task not
         answered yet becomes ``moved`` history and a new ``pending`` task in ``identity``
         takes its place, to be imported there. Answered tasks and their labels stay as they
-        are. Returns the tasks to re-create."""
+        are; unanswered review tasks end as history (the next version flags again).
+        Returns the tasks to re-create."""
         moved = 0
         with self.session() as s:
             rows = s.exec(
@@ -283,6 +285,8 @@ class TaskStore(StoreBase):
                 task.state, task.state_at = "moved", utcnow()
                 s.add(task)
                 s.flush()
+                if task.strategy == REVIEW:  # flagged again after the next version
+                    continue
                 s.add(
                     LabelTask(
                         chat_id=task.chat_id,
