@@ -94,7 +94,7 @@ def push_ms(seed: int) -> dict[str, tuple[list[float], list[float]]]:
     from labeling import LabelStudioServer
     from orchestrator.context import Context
     from orchestrator.settings import Settings
-    from orchestrator.step_sync import _push_pending
+    from orchestrator.step_sync import push_pending
     from store import ChatIn, Store
 
     class Timed(Masker):
@@ -169,7 +169,7 @@ def push_ms(seed: int) -> dict[str, tuple[list[float], list[float]]]:
                 )
                 timed[arm].seconds = 0.0
                 start = time.perf_counter()
-                assert _push_pending(ctx, project, instance) == len(batch)
+                assert push_pending(ctx, project, instance) == len(batch)
                 if i >= 2:  # the first push of each arm warms up
                     times[arm][0].append(1000 * (time.perf_counter() - start))
                     times[arm][1].append(1000 * timed[arm].seconds)
