@@ -7,7 +7,7 @@ export SENTILOOP_LABEL_STUDIO_BIN ?= $(CURDIR)/.venv-labelstudio/bin/label-studi
 
 .PHONY: setup demo test test-unit test-integration lint clean bench-retraining bench-scoring \
 	bench-active-learning bench-ingest bench-serving bench-routing bench-loop-latency chaos \
-	test-pythons bench-privacy bench-base-models bench-distillation
+	test-pythons bench-privacy bench-base-models bench-distillation bench-label-quality
 
 setup:
 	@bash scripts/setup.sh
@@ -63,6 +63,9 @@ bench-base-models: setup
 # needs all-mpnet-base-v2: make setup BASE_MODELS=all-mpnet-base-v2
 bench-distillation: setup
 	$(PY) -m benchmarks.distillation $(BENCH_ARGS)
+
+bench-label-quality: setup
+	$(PY) -m benchmarks.label_quality $(BENCH_ARGS)
 
 bench-routing: setup
 	$(PY) -m benchmarks.routing $(BENCH_ARGS)

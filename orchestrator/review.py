@@ -3,11 +3,12 @@
 After each new version, every labelled chat is checked against the opinion a model had of it
 *before anyone labelled it* (the newest prediction stored while it was unlabelled: a model
 that never trained on its label, so the opinion is out of sample). cleanlab's confident
-learning ranks the labels that opinion contradicts most; the top SENTILOOP_REVIEW_SIZE become
-tasks in a separate Label Studio project, "<project> review", showing the label given and
-the model's suggestion as a pre-annotation. A reviewer's answer replaces the chat's label
-for every later retrain (store.annotations). Each chat is reviewed once. Chats labelled
-before any model existed (the cold-start batch) have no such opinion and are not checked.
+learning finds the labels that opinion contradicts (as many as it estimates are wrong); the
+most likely, at most SENTILOOP_REVIEW_SIZE, become tasks in a separate Label Studio project,
+"<project> review", showing the label given and the model's suggestion as a pre-annotation.
+A reviewer's answer replaces the chat's label for every later retrain (store.annotations).
+Each chat is reviewed once. Chats labelled before any model existed (the cold-start batch)
+have no such opinion and are not checked.
 """
 
 from __future__ import annotations

@@ -146,7 +146,10 @@ class Settings(BaseSettings):
         0.6, ge=0, le=1, description="Below it a consensus is not trained on: one more is asked."
     )
     review_size: int = Field(
-        20, ge=0, le=10_000, description="Likely label errors sent for review per version (0: off)."
+        100,
+        ge=0,
+        le=10_000,
+        description="Most likely label errors sent for review per version (0: off).",
     )
     guidelines_file: Path | None = Field(
         None, description="Labelling instructions shown in Label Studio (HTML or text)."

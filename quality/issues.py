@@ -32,6 +32,8 @@ def likely_errors(
     from cleanlab.filter import find_label_issues
 
     given = np.array([LABELS.index(lab) for lab in labels])
+    if len(set(given.tolist())) < 2:  # one class given: nothing to contrast a label with
+        return []
     probs = np.asarray(probabilities, dtype=float)
     if probs.shape != (len(labels), len(LABELS)):
         raise QualityError(f"expected {len(labels)}x{len(LABELS)} probabilities, got {probs.shape}")

@@ -171,5 +171,6 @@ def test_planted_flips_are_found_first() -> None:
     top = likely_errors(given, probs, limit=10)
     assert len(top) == 10 and set(top) <= flipped
     assert likely_errors([], []) == []
+    assert likely_errors([POS, POS], [[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]) == []  # one class
     with pytest.raises(QualityError, match="2 labels but 1 probability rows"):
         likely_errors([POS, NEG], [[0.1, 0.1, 0.8]])
