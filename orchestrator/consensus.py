@@ -58,9 +58,9 @@ def _out_of_sample(ctx: Context, groups: Sequence[AnswerGroup]) -> dict[int, lis
 
 def refresh(ctx: Context) -> dict[str, int]:
     """Reach the consensus of every chat two or more annotators answered and store it:
-    ``accepted`` (trained on) at SENTILOOP_CONSENSUS_MIN_QUALITY or above; below it
-    ``reask`` while fewer than SENTILOOP_MAX_ANNOTATIONS answered and its task can ask
-    again, else ``disputed`` (left out of training, for a person to settle)."""
+    ``accepted`` (trained on) at SENTILOOP_CONSENSUS_MIN_QUALITY or above, when an annotator
+    gave its label; else ``reask`` while fewer than SENTILOOP_MAX_ANNOTATIONS answered and its
+    task can ask again, else ``disputed`` (left out of training, for a person to settle)."""
     settings, store = ctx.settings, ctx.store
     groups = store.answer_groups()
     probabilities = _out_of_sample(ctx, groups)
@@ -76,7 +76,8 @@ def refresh(ctx: Context) -> dict[str, int]:
 
 def _row(group: AnswerGroup, verdict: Consensus, min_quality: float, most: int) -> ConsensusLabel:
     state = "accepted"
-    if verdict.quality < min_quality:
+    # CROWDLAB may side with the model against every annotator: not a label to train on
+    if verdict.quality < min_quality or verdict.agreement == 0:
         can_ask = group.task is not None and group.task.ls_task_id is not None
         state = "reask" if can_ask and group.voters < most else "disputed"
     return ConsensusLabel(

@@ -287,7 +287,9 @@ class AnnotationStore(StoreBase):
                 if c is None or c.answers != signature(answers):
                     continue
                 label = c.label
-                chosen = [a for a in answers if a.label == label][-1]
+                # the newest answer that gave it (the orchestrator accepts no consensus that
+                # no annotator gave; should one be stored, the newest answer stands for it)
+                chosen = next((a for a in reversed(answers) if a.label == label), answers[-1])
             out.append(
                 TrainingExample(
                     chosen.ls_annotation_id,

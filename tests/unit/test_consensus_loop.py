@@ -84,8 +84,8 @@ def test_crowdlab_uses_the_choosing_models_probabilities_and_disputes_at_the_cap
     assert {r.method for r in stored.values()} == {"crowdlab"}
     assert {r.model_version for r in stored.values()} == {4}
     # where they disagree, the model and the better annotator carry the label
-    right = sum(stored[c].label == g for c, g in zip(chats, truth, strict=True))
-    assert right >= 27
+    correct = sum(stored[c].label == g for c, g in zip(chats, truth, strict=True))
+    assert correct >= 27
     # two answers is the cap here: an uncertain consensus is disputed, not re-asked
     assert {r.state for r in stored.values()} <= {"accepted", "disputed"}
     disputed = {c for c, r in stored.items() if r.state == "disputed"}
@@ -119,3 +119,16 @@ def test_max_annotations_below_overlap_names_both_settings(
     monkeypatch.setenv("SENTILOOP_MAX_ANNOTATIONS", "2")
     with pytest.raises(ConfigError, match=r"SENTILOOP_MAX_ANNOTATIONS: .*SENTILOOP_OVERLAP"):
         load_settings()
+
+
+def test_a_consensus_no_annotator_gave_is_not_accepted() -> None:
+    from orchestrator.consensus import _row
+    from quality import Consensus
+    from store import AnswerGroup, LabelTask
+
+    task = LabelTask(id=1, chat_id=5, project_id=1, ls_task_id=9, state="annotated", overlap=2)
+    group = AnswerGroup(5, [], task)
+    sided = Consensus(5, "positive", quality=0.9, agreement=0.0, votes=2, method="crowdlab")
+    assert _row(group, sided, min_quality=0.6, most=3).state == "reask"
+    agreed = Consensus(5, "positive", quality=0.9, agreement=0.5, votes=2, method="crowdlab")
+    assert _row(group, agreed, min_quality=0.6, most=3).state == "accepted"

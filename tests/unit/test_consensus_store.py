@@ -96,3 +96,13 @@ def test_consensus_rows_of_chats_no_longer_in_question_go(sqlite_store: Store) -
     _verdict(sqlite_store, chat, "negative")
     assert sqlite_store.save_consensus([]) == 1
     assert sqlite_store.consensus_labels() == {}
+
+
+def test_a_consensus_no_annotator_gave_never_crashes_the_training_set(sqlite_store: Store) -> None:
+    chat = _chat(sqlite_store)
+    sqlite_store.upsert_annotations(
+        1, [_answer(1, chat, "negative", "a", 0), _answer(2, chat, "neutral", "b", 1)]
+    )
+    _verdict(sqlite_store, chat, "positive")  # as CROWDLAB may, siding with the model
+    (example,) = sqlite_store.training_examples()
+    assert (example.label, example.annotation_id) == ("positive", 2)
