@@ -38,6 +38,7 @@ def likely_errors(
     if probs.shape != (len(labels), len(LABELS)):
         raise QualityError(f"expected {len(labels)}x{len(LABELS)} probabilities, got {probs.shape}")
     probs = probs / probs.sum(axis=1, keepdims=True)
-    ranked = find_label_issues(given, probs, return_indices_ranked_by="self_confidence")
+    # one process: a Celery worker's child is daemonic and may not start a pool of its own
+    ranked = find_label_issues(given, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     found = [int(i) for i in ranked]
     return found if limit is None else found[:limit]

@@ -174,3 +174,19 @@ def test_planted_flips_are_found_first() -> None:
     assert likely_errors([POS, POS], [[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]) == []  # one class
     with pytest.raises(QualityError, match="2 labels but 1 probability rows"):
         likely_errors([POS, NEG], [[0.1, 0.1, 0.8]])
+
+
+def _flag_in_a_daemon() -> None:
+    probs = [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]] * 10
+    labels = [LABELS[i % 3] for i in range(30)]
+    labels[0] = POS
+    assert likely_errors(labels, probs) == [0]
+
+
+def test_likely_errors_run_in_a_daemonic_process_as_in_a_celery_worker() -> None:
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(target=_flag_in_a_daemon, daemon=True)
+    process.start()
+    process.join(120)
+    assert process.exitcode == 0
