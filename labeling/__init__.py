@@ -10,15 +10,7 @@ from labeling.backends import (
     connect_ml_backend,
     retrieve_predictions,
 )
-from labeling.client import (
-    IMPORT_CHUNK_SIZE,
-    AnnotationOut,
-    LabelStudioClient,
-    PredictionIn,
-    TaskIn,
-    next_cursor,
-    shown_url,
-)
+from labeling.client import LabelStudioClient
 from labeling.config import FROM_NAME, LABEL_CHOICES, LABEL_CONFIG, TO_NAME
 from labeling.errors import (
     LabelingError,
@@ -27,6 +19,14 @@ from labeling.errors import (
     LabelStudioUnavailable,
 )
 from labeling.guidelines import DEFAULT_GUIDELINES, guidelines_html
+from labeling.payloads import (
+    IMPORT_CHUNK_SIZE,
+    AnnotationOut,
+    PredictionIn,
+    TaskIn,
+    next_cursor,
+    shown_url,
+)
 from labeling.server import STATE_FILE, LabelStudioServer, clean_env, copy_data_dir, parse_port
 
 __all__ = [

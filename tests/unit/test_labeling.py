@@ -21,7 +21,7 @@ from labeling import (
     next_cursor,
     parse_port,
 )
-from labeling.client import _label_from_result, _task_payload
+from labeling.payloads import _label_from_result, _task_payload
 from labeling.server import _pid_alive
 
 pytestmark = pytest.mark.unit
