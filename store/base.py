@@ -15,7 +15,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, func, insert
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import OperationalError, StatementError
+from sqlalchemy.exc import OperationalError, ProgrammingError, StatementError
 from sqlmodel import Session, select
 
 from store.db import make_engine, redact_url
@@ -77,7 +77,19 @@ class StoreBase:
                     f"database unreachable at {self.safe_url} (SENTILOOP_DATABASE_URL): "
                     f"{str(exc.orig).strip().splitlines()[0] if exc.orig else exc}"
                 ) from exc
+            if is_missing_schema(exc):
+                raise self._no_schema() from exc
             raise
+        except ProgrammingError as exc:  # PostgreSQL's missing table or column
+            if is_missing_schema(exc):
+                raise self._no_schema() from exc
+            raise
+
+    def _no_schema(self) -> StoreError:
+        return StoreError(
+            f"the store at {self.safe_url} has no schema yet, or an older one than this "
+            "release: run `sentiloop init`"
+        )
 
     # -- schema -------------------------------------------------------------------------------
 
@@ -115,9 +127,7 @@ class StoreBase:
             except OperationalError as exc:
                 if is_connection_error(exc):
                     raise
-                raise StoreError(
-                    f"the store at {self.safe_url} has no schema yet: run `sentiloop init`"
-                ) from exc
+                raise self._no_schema() from exc
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -175,6 +185,15 @@ def db_reason(exc: BaseException) -> str:
     if isinstance(orig, UnicodeError):
         first = "text that cannot be encoded"
     return f"{type(orig).__name__}: {first[:200]}" if first else type(orig).__name__
+
+
+def is_missing_schema(exc: StatementError) -> bool:
+    """A table or column the query needs is not there: the store was never initialised, or
+    not upgraded to this release (SQLite: "no such table"; PostgreSQL: UndefinedTable)."""
+    text = f"{type(exc.orig).__name__} {exc.orig}".lower() if exc.orig else str(exc).lower()
+    return any(
+        s in text for s in ("no such table", "no such column", "undefinedtable", "undefinedcolumn")
+    )
 
 
 def is_connection_error(exc: OperationalError) -> bool:

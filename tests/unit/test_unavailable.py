@@ -86,6 +86,19 @@ def test_cli_reports_an_unreachable_database_in_one_line(
     assert "pw@" not in result.output
 
 
+@pytest.mark.parametrize(
+    "command", [["status"], ["annotators"], ["models", "list"], ["operators", "list"]]
+)
+def test_cli_on_a_store_never_initialised_says_run_init_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 2, result.output
+    assert "no schema yet" in result.output and "sentiloop init" in result.output
+    assert "Traceback" not in result.output and "SELECT" not in result.output
+
+
 def test_progress_reads_only_complete_progress_reports() -> None:
     from orchestrator.tasks import progress_of
 
