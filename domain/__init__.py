@@ -4,7 +4,15 @@ torch-free ones included) may depend on it."""
 
 from __future__ import annotations
 
-__all__ = ["LABELS", "PERMISSIONS", "PII_MODES", "ROLES", "STRATEGIES", "SentiloopError"]
+__all__ = [
+    "CONSENSUS_METHODS",
+    "LABELS",
+    "PERMISSIONS",
+    "PII_MODES",
+    "ROLES",
+    "STRATEGIES",
+    "SentiloopError",
+]
 
 LABELS: tuple[str, str, str] = ("negative", "neutral", "positive")
 """Class names in the model's output order: column 0, 1, 2 of every probability matrix."""
@@ -18,6 +26,10 @@ STRATEGIES: tuple[str, ...] = (
     "badge",
 )
 """Query strategies (training.selection implements each; SENTILOOP_STRATEGY picks one)."""
+
+CONSENSUS_METHODS: tuple[str, str, str] = ("dawid-skene", "crowdlab", "majority")
+"""How the answers of several annotators become one label (quality.consensus implements
+each; SENTILOOP_CONSENSUS_METHOD picks one; stored with each consensus)."""
 
 PII_MODES: tuple[str, str] = ("mask-for-annotators", "mask-at-ingest")
 """Where personal data is masked (SENTILOOP_PII): only in what people see, the store keeping

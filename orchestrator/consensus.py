@@ -1,10 +1,10 @@
 """Several annotators per chat (issue #16): which chats of a batch to ask of several, the
 consensus of their answers, and one more annotator where it is too uncertain to train on.
 
-The verdicts come from :mod:`quality` (CROWDLAB with the out-of-sample probabilities of the
-model that chose the chat: it had never seen the chat's label; majority vote before a model
-exists). They are re-derived from the store's answers each time, so a repeated or lost run
-changes nothing: a verdict that did not change keeps its row.
+The verdicts come from :mod:`quality` by SENTILOOP_CONSENSUS_METHOD (Dawid-Skene by default),
+with the out-of-sample probabilities of the model that chose the chat (it had never seen the
+chat's label) where there is one. They are re-derived from the store's answers each time,
+so a repeated or lost run changes nothing: a verdict that did not change keeps its row.
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def refresh(ctx: Context) -> dict[str, int]:
     settings, store = ctx.settings, ctx.store
     groups = store.answer_groups()
     probabilities = _out_of_sample(ctx, groups)
-    verdicts = consensus(votes([a for g in groups for a in g.answers]), probabilities)
+    verdicts = consensus(
+        votes([a for g in groups for a in g.answers]), probabilities, settings.consensus_method
+    )
     rows = [_row(g, verdicts[g.chat_id], settings.consensus_min_quality,
                  settings.max_annotations) for g in groups]  # fmt: skip
     for row, g in zip(rows, groups, strict=True):
@@ -76,7 +78,8 @@ def refresh(ctx: Context) -> dict[str, int]:
 
 def _row(group: AnswerGroup, verdict: Consensus, min_quality: float, most: int) -> ConsensusLabel:
     state = "accepted"
-    # CROWDLAB may side with the model against every annotator: not a label to train on
+    # a model may outvote every annotator (CROWDLAB, Dawid-Skene on a split): not a label to
+    # train on
     if verdict.quality < min_quality or verdict.agreement == 0:
         can_ask = group.task is not None and group.task.ls_task_id is not None
         state = "reask" if can_ask and group.voters < most else "disputed"

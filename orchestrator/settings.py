@@ -15,7 +15,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain import PII_MODES, STRATEGIES, SentiloopError
+from domain import CONSENSUS_METHODS, PII_MODES, STRATEGIES, SentiloopError
 from privacy import DEFAULT_PHONE_REGIONS, Masker, PrivacyError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -142,8 +142,11 @@ class Settings(BaseSettings):
     max_annotations: int = Field(
         3, ge=2, le=10, description="Most annotators asked for one chat (re-asking stops there)."
     )
+    consensus_method: str = Field(
+        "dawid-skene", description="How several answers become one label (see README)."
+    )
     consensus_min_quality: float = Field(
-        0.6, ge=0, le=1, description="Below it a consensus is not trained on: one more is asked."
+        0.8, ge=0, le=1, description="Below it a consensus is not trained on: one more is asked."
     )
     review_size: int = Field(
         100,
@@ -320,6 +323,13 @@ class Settings(BaseSettings):
                 value.expanduser().read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise ValueError(f"cannot read {value}: {exc}") from None
+        return value
+
+    @field_validator("consensus_method")
+    @classmethod
+    def _consensus_method(cls, value: str) -> str:
+        if value not in CONSENSUS_METHODS:
+            raise ValueError(f"must be one of {', '.join(CONSENSUS_METHODS)}")
         return value
 
     @field_validator("max_annotations")

@@ -1,6 +1,7 @@
-"""Label quality: the consensus of several annotators (CROWDLAB with a model's out-of-sample
-probabilities, majority vote before a model exists), agreement between annotators (Cohen's
-kappa per pair, Krippendorff's alpha for the project) and likely label errors for review.
+"""Label quality: the consensus of several annotators (Dawid-Skene or CROWDLAB, with a
+model's out-of-sample probabilities where there are some; or majority vote), agreement
+between annotators (Cohen's kappa per pair, Krippendorff's alpha for the project) and likely
+label errors for review.
 
 Pure logic over labels and probabilities: knows no store, Label Studio, Celery or torch; the
 orchestrator feeds it what the store holds and decides what to do with its answers.
@@ -9,6 +10,7 @@ orchestrator feeds it what the store holds and decides what to do with its answe
 from quality.agreement import AnnotatorSummary, cohen_kappa, krippendorff_alpha, summarise
 from quality.consensus import (
     CROWDLAB,
+    DAWID_SKENE,
     MAJORITY,
     METHODS,
     Consensus,
@@ -20,6 +22,7 @@ from quality.issues import likely_errors
 
 __all__ = [
     "CROWDLAB",
+    "DAWID_SKENE",
     "MAJORITY",
     "METHODS",
     "AnnotatorSummary",

@@ -150,7 +150,7 @@ class ConsensusLabel(SQLModel, table=True):
     """The label a chat's several annotators agree on, with its quality (quality.consensus),
     as of the answers it was reached from: ``answers`` holds their (record id, revision)
     pairs, so a new or changed answer makes it stale until it is reached again.
-    ``model_version`` names the model whose out-of-sample probabilities CROWDLAB used."""
+    ``model_version`` names the model whose out-of-sample probabilities it used."""
 
     chat_id: int = Field(foreign_key="chat.id", primary_key=True)
     label: str = Field(max_length=16)

@@ -105,9 +105,12 @@ def test_overlap_consensus_and_one_more_annotator(
     assert pulled["consensus"] == 2 and pulled["reasked"] == 1, pulled
     rows = store.consensus_labels()
     good, bad = rows[agreed.chat_id], rows[split.chat_id]
-    assert (good.label, good.quality, good.votes, good.state) == ("negative", 1.0, 2, "accepted")
-    assert good.method == "majority"  # no model yet: nothing out-of-sample to weigh them by
-    assert (bad.quality, bad.state) == (0.5, "reask")
+    least = ctx.settings.consensus_min_quality
+    assert (good.label, good.votes, good.state, good.agreement) == ("negative", 2, "accepted", 1)
+    # no model yet: Dawid-Skene starts each chat from the classes' frequency
+    assert good.method == "dawid-skene" and good.model_version is None
+    assert good.quality >= least > bad.quality and bad.agreement == 0.5
+    assert bad.state == "reask"
     # the split chat went back to Label Studio for a third annotator, and waits for one
     assert _ls_task(labelstudio, split.ls_task_id or 0)["overlap"] == 3
     assert not _ls_task(labelstudio, split.ls_task_id or 0)["is_labeled"]
@@ -120,7 +123,7 @@ def test_overlap_consensus_and_one_more_annotator(
     _step(ctx, "pull")
     third = store.consensus_labels()[split.chat_id]
     assert (third.label, third.votes, third.state) == ("negative", 3, "accepted")
-    assert third.quality == pytest.approx(2 / 3)
+    assert third.agreement == pytest.approx(2 / 3) and bad.quality < least <= third.quality
     labels = {e.chat_id: e.label for e in store.training_examples()}
     assert labels[split.chat_id] == "negative"
 

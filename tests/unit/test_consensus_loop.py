@@ -1,5 +1,5 @@
 """The orchestrator's side of consensus (issue #16): which chats of a batch are asked of
-several annotators, CROWDLAB on the choosing model's stored out-of-sample probabilities,
+several annotators, the consensus with the choosing model's stored out-of-sample probabilities,
 disputed chats at the cap, and the settings and guidelines that steer it."""
 
 from __future__ import annotations
@@ -54,10 +54,14 @@ def test_the_least_sure_share_of_a_batch_is_asked_of_several(
     assert overlaps(off, chats, model_version=1) == {}
 
 
-def test_crowdlab_uses_the_choosing_models_probabilities_and_disputes_at_the_cap(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("method", "min_quality"), [("dawid-skene", "0.8"), ("crowdlab", "0.6")])
+def test_consensus_uses_the_choosing_models_probabilities_and_disputes_at_the_cap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, min_quality: str
 ) -> None:
-    ctx = make_context(tmp_path, monkeypatch, max_annotations="2")
+    ctx = make_context(
+        tmp_path, monkeypatch, max_annotations="2", consensus_method=method,
+        consensus_min_quality=min_quality,
+    )  # fmt: skip
     store = ctx.store
     chats = _pool(ctx, 30)
     store.reserve_tasks(
@@ -81,7 +85,7 @@ def test_crowdlab_uses_the_choosing_models_probabilities_and_disputes_at_the_cap
     counts = refresh(ctx)
     stored = store.consensus_labels()
     assert counts["consensus"] == 30 == len(stored)
-    assert {r.method for r in stored.values()} == {"crowdlab"}
+    assert {r.method for r in stored.values()} == {method}
     assert {r.model_version for r in stored.values()} == {4}
     # where they disagree, the model and the better annotator carry the label
     correct = sum(stored[c].label == g for c, g in zip(chats, truth, strict=True))
@@ -89,7 +93,7 @@ def test_crowdlab_uses_the_choosing_models_probabilities_and_disputes_at_the_cap
     # two answers is the cap here: an uncertain consensus is disputed, not re-asked
     assert {r.state for r in stored.values()} <= {"accepted", "disputed"}
     disputed = {c for c, r in stored.items() if r.state == "disputed"}
-    assert all(stored[c].quality < 0.6 for c in disputed)
+    assert all(stored[c].quality < float(min_quality) for c in disputed)
     assert {e.chat_id for e in store.training_examples()} == set(chats) - disputed
     assert refresh(ctx)["changed"] == 0  # the same answers: the same verdicts, no writes
 
@@ -108,6 +112,16 @@ def test_guidelines_from_a_file_or_built_in(
     assert guidelines_html("<b>as is</b>", ".HTML") == "<b>as is</b>"
     monkeypatch.setenv("SENTILOOP_GUIDELINES_FILE", str(tmp_path / "missing.html"))
     with pytest.raises(ConfigError, match=r"SENTILOOP_GUIDELINES_FILE: .*cannot read"):
+        load_settings()
+
+
+def test_an_unknown_consensus_method_names_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SENTILOOP_HOME", str(tmp_path))
+    assert load_settings().consensus_method == "dawid-skene"
+    monkeypatch.setenv("SENTILOOP_CONSENSUS_METHOD", "vote")
+    with pytest.raises(ConfigError, match=r"SENTILOOP_CONSENSUS_METHOD: .*dawid-skene"):
         load_settings()
 
 

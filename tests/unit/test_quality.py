@@ -1,5 +1,5 @@
-"""Label quality (issue #16): consensus by majority and by CROWDLAB, agreement figures checked
-against hand-computed values, and planted label errors found."""
+"""Label quality (issue #16): consensus by Dawid-Skene, CROWDLAB and majority, agreement
+figures checked against hand-computed values, and planted label errors found."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from sklearn.metrics import cohen_kappa_score
 from domain import LABELS
 from quality import (
     CROWDLAB,
+    DAWID_SKENE,
     MAJORITY,
+    Consensus,
     QualityError,
     Vote,
     cohen_kappa,
@@ -54,32 +56,70 @@ def model_probabilities(truth: list[str], accuracy: float, seed: int = 1) -> dic
 
 def test_majority_wins_and_its_share_is_the_quality() -> None:
     votes = [Vote(1, "a", NEG, 0), Vote(1, "b", NEG, 1), Vote(1, "c", POS, 2)]
-    got = consensus(votes)[1]
+    got = consensus(votes, method=MAJORITY)[1]
     assert (got.label, got.method, got.votes) == (NEG, MAJORITY, 3)
     assert got.quality == pytest.approx(2 / 3) == got.agreement
 
 
 def test_a_tie_goes_to_the_newest_answer_with_half_quality() -> None:
-    got = consensus([Vote(7, "a", POS, 5), Vote(7, "b", NEU, 2)])[7]
+    got = consensus([Vote(7, "a", POS, 5), Vote(7, "b", NEU, 2)], method=MAJORITY)[7]
     assert (got.label, got.quality) == (POS, 0.5)
 
 
 def test_an_annotator_who_changed_their_answer_counts_once() -> None:
     votes = [Vote(1, "a", POS, 0), Vote(1, "b", NEG, 1), Vote(1, "a", NEG, 2)]
-    got = consensus(votes)[1]
-    assert (got.label, got.votes, got.quality) == (NEG, 2, 1.0)
+    for method in (MAJORITY, DAWID_SKENE):
+        got = consensus(votes, method=method)[1]
+        assert (got.label, got.votes, got.agreement) == (NEG, 2, 1.0)
+    assert consensus(votes, method=MAJORITY)[1].quality == 1.0
 
 
-def test_unknown_label_is_refused() -> None:
+def test_unknown_label_or_method_is_refused() -> None:
     with pytest.raises(QualityError, match="unknown label 'angry'"):
         consensus([Vote(1, "a", "angry")])
+    with pytest.raises(QualityError, match="unknown consensus method 'vote'"):
+        consensus([Vote(1, "a", POS)], method="vote")
+
+
+def accuracy(got: dict[int, Consensus], truth: list[str]) -> float:
+    return float(np.mean([got[i].label == truth[i] for i in range(len(truth))]))
+
+
+def test_dawid_skene_beats_majority_and_its_quality_is_the_chance_of_being_right() -> None:
+    votes, truth = simulate(600, [0.9, 0.8, 0.65])
+    probs = model_probabilities(truth, accuracy=0.75)
+    majority = accuracy(consensus(votes, method=MAJORITY), truth)
+    alone = consensus(votes)  # no model yet: each chat starts from the classes' frequency
+    informed = consensus(votes, probs)
+    assert {c.method for c in (*alone.values(), *informed.values())} == {DAWID_SKENE}
+    # the confusions (wrong answers go to the neighbour class) are learned: a lone reliable
+    # annotator outvotes two who agree on the usual mistake
+    assert accuracy(alone, truth) > majority
+    assert accuracy(informed, truth) > max(accuracy(alone, truth), majority + 0.02)
+    for got in (alone, informed):
+        quality = np.array([c.quality for c in got.values()])
+        right = np.array([got[i].label == truth[i] for i in range(len(truth))])
+        assert abs(quality.mean() - right.mean()) < 0.03  # a posterior: calibrated
+        assert quality[right].mean() > quality[~right].mean() + 0.1
+        assert ((quality >= 1 / 3) & (quality <= 1)).all()
+
+
+def test_dawid_skene_sides_with_the_model_only_where_the_answers_are_split() -> None:
+    votes = [Vote(1, "a", POS, 0), Vote(1, "b", POS, 1)]
+    votes += [Vote(2, "a", NEG, 2), Vote(2, "b", NEU, 3)]
+    votes += [Vote(3, "a", POS, 4), Vote(3, "b", POS, 5)]
+    probs = {1: [0.8, 0.1, 0.1], 2: [0.1, 0.8, 0.1], 3: [0.1, 0.1, 0.8]}
+    got = consensus(votes, probs)
+    assert (got[1].label, got[1].agreement) == (POS, 1.0)  # two answers outweigh the model
+    assert (got[2].label, got[2].agreement) == (NEU, 0.5)  # a split: the model decides
+    assert got[3].quality > max(got[1].quality, got[2].quality) > 0.5  # all three agree
 
 
 def test_crowdlab_beats_majority_with_unequal_annotators() -> None:
     votes, truth = simulate(600, [0.9, 0.8, 0.65])
     probs = model_probabilities(truth, accuracy=0.75)
-    crowd = consensus(votes, probs)
-    majority = consensus(votes)
+    crowd = consensus(votes, probs, CROWDLAB)
+    majority = consensus(votes, method=MAJORITY)
     assert {c.method for c in crowd.values()} == {CROWDLAB}
     acc_crowd = np.mean([crowd[i].label == truth[i] for i in range(len(truth))])
     acc_majority = np.mean([majority[i].label == truth[i] for i in range(len(truth))])
@@ -93,17 +133,21 @@ def test_crowdlab_beats_majority_with_unequal_annotators() -> None:
 def test_items_without_probabilities_and_lone_annotators_fall_back_to_majority() -> None:
     votes, truth = simulate(40, [0.9, 0.8])
     probs = {i: p for i, p in model_probabilities(truth, 0.8).items() if i % 2 == 0}
-    got = consensus(votes, probs)
+    got = consensus(votes, probs, CROWDLAB)
     assert {got[i].method for i in range(0, 40, 2)} == {CROWDLAB}
     assert {got[i].method for i in range(1, 40, 2)} == {MAJORITY}
-    lone = consensus([Vote(1, "a", POS)], {1: [0.1, 0.1, 0.8]})[1]
-    assert (lone.method, lone.label) == (MAJORITY, POS)
+    for method in (DAWID_SKENE, CROWDLAB):
+        lone = consensus([Vote(1, "a", POS)], {1: [0.8, 0.1, 0.1]}, method)[1]
+        assert (lone.method, lone.label) == (MAJORITY, POS)
 
 
 def test_bad_probability_rows_are_refused() -> None:
     votes = [Vote(1, "a", POS), Vote(1, "b", NEG)]
-    with pytest.raises(QualityError, match="expected 3 probabilities"):
-        consensus(votes, {1: [0.5, 0.5]})
+    for method in (DAWID_SKENE, CROWDLAB):
+        with pytest.raises(QualityError, match="expected 3 probabilities"):
+            consensus(votes, {1: [0.5, 0.5]}, method)
+        with pytest.raises(QualityError, match="sum to zero"):
+            consensus(votes, {1: [0.0, 0.0, 0.0]}, method)
 
 
 def test_cohen_kappa_by_hand_and_against_scikit_learn() -> None:
