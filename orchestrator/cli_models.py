@@ -31,7 +31,7 @@ def models_list() -> None:
             v.status
             + (" (files deleted)" if v.checkpoint_deleted else "")
             + (" (learned erased chats)" if v.number in erased else ""),
-            v.mode + (f", distilled from v{v.teacher}" if v.teacher is not None else ""),
+            v.mode + _learned_from(v),
             f"v{v.parent}" if v.parent else "-",
             str(v.n_train),
             fmt(v.metrics.get("macro_f1")),
@@ -116,7 +116,15 @@ def models_show(number: int) -> None:
     table.add_row("mode", f"{version.mode} ({version.train_config.get('mode_reason', '-')})")
     table.add_row("parent", f"v{version.parent}" if version.parent else "-")
     distilled = version.train_config.get("distillation")
-    if version.teacher is not None and distilled:
+    if version.teacher is not None and distilled and distilled.get("self_training"):
+        table.add_row(
+            "self-training",
+            f"{distilled.get('soft_labels')} unlabelled chats as v{version.teacher} read them "
+            f"(weight {distilled.get('soft_weight')} of a human label): per class "
+            f"{distilled.get('pseudo_labels')}, surest first down to "
+            f"{distilled.get('pseudo_thresholds')}",
+        )
+    elif version.teacher is not None and distilled:
         table.add_row(
             "teacher",
             f"v{version.teacher}: {distilled.get('soft_labels')} unlabelled chats learned from "
@@ -259,3 +267,12 @@ def models_diff(a: int, b: int) -> None:
 
 def _f1(metrics: dict[str, Any], label: str) -> Any:
     return (metrics.get("per_class") or {}).get(label, {}).get("f1")
+
+
+def _learned_from(version: Any) -> str:
+    """How a version learned from another's opinions of the unlabelled pool, if it did."""
+    if version.teacher is None:
+        return ""
+    if (version.train_config.get("distillation") or {}).get("self_training"):
+        return f", self-trained on v{version.teacher}"
+    return f", distilled from v{version.teacher}"

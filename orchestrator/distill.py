@@ -7,6 +7,12 @@ pool are stored as its predictions, a page at a time, so a retrain that dies whi
 teacher scores resumes where it stopped, and the selection step can use them
 (``SENTILOOP_SELECT_WITH=teacher``). The student (the base model, the one that serves) then
 learns the human labels plus the teacher's soft labels (``training.distillation_set``).
+
+Self-training (``SENTILOOP_SELF_TRAINING``, issue #17) is the same with production as the
+teacher: no model is trained or run for it, since the score step stored production's
+calibrated opinion of every unlabelled chat; a full retrain learns the surest of them per class
+(``training.self_training_set``) as pseudo-labels, recorded with the version (counts and
+thresholds), never as annotations.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from store.models import TEACHER
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from training import TrainConfig, TrainingSet
+    from training import PseudoLabels, TrainConfig, TrainingSet
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +48,25 @@ class Distillation:
     teacher: ModelVersion
     pool_chat_ids: list[int]
     pool_scoring_seconds: float
+    pseudo: PseudoLabels | None = None  # self-training: what it took, per class
 
     def fingerprint_extra(self) -> dict[str, object]:
         pool = hashlib.sha256(",".join(map(str, self.pool_chat_ids)).encode()).hexdigest()
         return {"teacher": self.teacher.weights_sha256, "pool": pool}
+
+    def record(self) -> dict[str, object]:
+        """What the version's manifest and registry row say about it."""
+        from training import SOFT_WEIGHT
+
+        common = {
+            "teacher": self.teacher.number,
+            "soft_labels": len(self.pool_chat_ids),
+            "soft_weight": SOFT_WEIGHT,
+            "teacher_temperature": self.teacher.temperature,
+        }
+        if self.pseudo is not None:
+            return {"self_training": True, **common, **self.pseudo.record()}
+        return {**common, "pool_scoring_seconds": round(self.pool_scoring_seconds, 2)}
 
 
 def distil(
@@ -85,6 +106,38 @@ def distil(
         len(kept),
     )
     return Distillation(training_set, teacher, kept, seconds)
+
+
+def self_train(
+    ctx: Context, production: ModelVersion, train: list[TrainingExample], data: EvalSet
+) -> Distillation:
+    """Production's surest stored opinions of the unlabelled chats, per class, as
+    pseudo-labels beside the human labels (none of the evaluation set's texts)."""
+    from training import self_training_set
+
+    settings, store = ctx.settings, ctx.store
+    pool = store.candidates(production.number, None)  # scored, and in no label task
+    ids = [int(c) for c in pool.chat_ids]
+    chats = store.chats_by_id(ids)
+    rows = {int(c): i for i, c in enumerate(pool.chat_ids)}
+    ids = [c for c in ids if c in chats]  # an erasure may have removed one since
+    training_set, pseudo = self_training_set(
+        [e.text for e in train],
+        [e.label for e in train],
+        [chats[c].text for c in ids],
+        pool.probs[[rows[c] for c in ids]],
+        min_confidence=settings.self_training_min_confidence,
+        per_human=settings.self_training_per_human,
+        held_out=data.texts,
+    )
+    kept = [ids[i] for i in training_set.pool_rows]
+    logger.info(
+        "self-training on v%d's opinions: %d human labels, pseudo-labels %s",
+        production.number,
+        training_set.n_human,
+        pseudo.counts,
+    )
+    return Distillation(training_set, production, kept, 0.0, pseudo)
 
 
 def _teacher(

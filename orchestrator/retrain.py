@@ -156,6 +156,13 @@ def plan(
             distillation,
         )
     mode, why = choose_mode(ctx, production)
+    if (mode == "full" or production is None) and settings.self_training and production:
+        from orchestrator.distill import self_train
+
+        pseudo = self_train(ctx, production, train, held)
+        why = f"{why}; self-trained on v{production.number}'s surest opinions"
+        base = settings.base_model
+        return Plan("full", why, train, base, base, full_config, pseudo.data, pseudo)
     if mode == "full" or production is None:
         data = human_set([e.text for e in train], [e.label for e in train])
         return Plan(mode, why, train, settings.base_model, settings.base_model, full_config, data)
@@ -182,10 +189,11 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     """Train a version on the current labels, unless one exists for exactly this data and
     recipe; evaluate, calibrate and register it, then gate, promote and apply retention.
     With ``SENTILOOP_TEACHER_MODEL`` the version is a student distilled from a teacher
-    trained on the same labels (orchestrator.distill)."""
+    trained on the same labels, with ``SENTILOOP_SELF_TRAINING`` a full retrain also learns
+    production's surest opinions (orchestrator.distill)."""
     from orchestrator.checkpoints import clean_models_dir
     from orchestrator.consensus import refresh as refresh_consensus
-    from training import SOFT_WEIGHT, fine_tune_on
+    from training import fine_tune_on
 
     settings, store = ctx.settings, ctx.store
     settings.models_dir.mkdir(parents=True, exist_ok=True)
@@ -227,17 +235,7 @@ def retrain(ctx: Context, progress: Progress) -> dict[str, Any]:
     )
     parent = production.number if production else None
     teacher = distillation.teacher if distillation else None
-    distilled = (
-        {
-            "teacher": teacher.number,
-            "soft_labels": len(distillation.pool_chat_ids),
-            "soft_weight": SOFT_WEIGHT,
-            "teacher_temperature": teacher.temperature,
-            "pool_scoring_seconds": round(distillation.pool_scoring_seconds, 2),
-        }
-        if distillation and teacher
-        else {}
-    )
+    distilled = distillation.record() if distillation else {}
     recipe = Recipe(
         settings.base_model,
         config,

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
         "labels soft-labels the pool for the base model; empty: off.",
     )
     distill_epochs: int = Field(2, ge=1, le=50, description="Student epochs on the distilled set.")
+    self_training: bool = Field(
+        False, description="A full retrain also learns production's surest opinions of the pool."
+    )
+    self_training_min_confidence: float = Field(
+        0.9, gt=0, le=1, description="Self-training: calibrated confidence a pseudo-label needs."
+    )
+    self_training_per_human: float = Field(
+        2.0, ge=0, le=100, description="Self-training: at most this many per human label, by class."
+    )
     select_with: str = Field(
         "serving", description="Whose probabilities choose the next batch: serving or teacher."
     )
@@ -313,6 +322,15 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(SELECT_WITH)}")
         if value == "teacher" and not info.data.get("teacher_model"):
             raise ValueError("teacher needs SENTILOOP_TEACHER_MODEL (there is no teacher)")
+        return value
+
+    @field_validator("self_training")
+    @classmethod
+    def _self_training(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("teacher_model"):
+            raise ValueError(
+                "SENTILOOP_TEACHER_MODEL already teaches from the pool: use one of the two"
+            )
         return value
 
     @field_validator("guidelines_file")

@@ -12,7 +12,14 @@ from training.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from training.distill import SOFT_WEIGHT, TrainingSet, distillation_set, human_set
+from training.distill import (
+    SOFT_WEIGHT,
+    PseudoLabels,
+    TrainingSet,
+    distillation_set,
+    human_set,
+    self_training_set,
+)
 from training.errors import CheckpointError, ModelLoadError, TrainingError
 from training.evaluate import evaluate
 from training.labels import LABELS, predicted_labels, sentiment_score, uncertainty
@@ -40,6 +47,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointInfo",
     "ModelLoadError",
+    "PseudoLabels",
     "Scorer",
     "TrainConfig",
     "TrainingError",
@@ -64,6 +72,7 @@ __all__ = [
     "resolve_precision",
     "save_checkpoint",
     "select",
+    "self_training_set",
     "sentiment_score",
     "stabilised",
     "top_k",

@@ -83,3 +83,72 @@ def test_bad_inputs_are_refused_with_the_reason() -> None:
         human_set(["a"], ["angry"])
     with pytest.raises(TrainingError, match="2 texts but 1 labels"):
         human_set(["a", "b"], ["negative"])
+
+
+# -- self-training (issue #17): the model's own surest opinions as pseudo-labels -------------
+
+POOL = ["p0", "p1", "p2", "p3", "p4", "p5", "p6", "Already  Labelled", "in dev"]
+OWN = np.array(
+    [
+        [0.99, 0.005, 0.005],  # p0: negative, surest
+        [0.95, 0.03, 0.02],  # p1: negative
+        [0.91, 0.05, 0.04],  # p2: negative
+        [0.80, 0.15, 0.05],  # p3: negative, under the floor
+        [0.05, 0.93, 0.02],  # p4: neutral
+        [0.02, 0.03, 0.95],  # p5: positive, but no human said positive
+        [0.05, 0.90, 0.05],  # p6: neutral, at the floor
+        [0.99, 0.005, 0.005],  # a text a human labelled (other case and spacing)
+        [0.005, 0.99, 0.005],  # a text of the evaluation set
+    ]
+)
+
+
+def test_self_training_takes_per_class_the_surest_up_to_its_cap() -> None:
+    from training.distill import self_training_set
+
+    human = ["already labelled", "a", "b", "c"]
+    labels = ["negative", "negative", "neutral", "neutral"]
+    data, taken = self_training_set(
+        human, labels, POOL, OWN, min_confidence=0.9, per_human=1.0, held_out=["IN DEV"]
+    )
+    # negative: 2 human labels -> at most 2, the surest (p0, p1; p2 is sure enough but over the
+    # cap, p3 under the floor); neutral: p4 and p6 (>= 0.9); positive: no human label, none
+    assert data.texts[4:] == ["p0", "p1", "p4", "p6"]
+    assert data.pool_rows == (0, 1, 4, 6)
+    assert taken.counts == {"negative": 2, "neutral": 2, "positive": 0}
+    assert taken.thresholds == {"negative": 0.95, "neutral": pytest.approx(0.9), "positive": None}
+    assert data.targets[4:].tolist() == [[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 1, 0]]
+    assert data.weights.tolist() == [1, 1, 1, 1] + [SOFT_WEIGHT] * 4
+    assert data.n_human == 4
+    assert taken.record()["pseudo_labels"] == taken.counts
+    assert taken.record()["pseudo_thresholds"] == {
+        "negative": 0.95, "neutral": 0.9, "positive": None
+    }  # fmt: skip
+
+
+def test_self_training_never_labels_what_a_human_or_the_evaluation_set_holds() -> None:
+    from training.distill import self_training_set
+
+    data, taken = self_training_set(
+        ["Already labelled"], ["negative"], POOL, OWN,
+        min_confidence=0.5, per_human=100, held_out=["in   DEV"],
+    )  # fmt: skip
+    assert "Already  Labelled" not in data.texts[1:] and "in dev" not in data.texts
+    assert taken.counts == {"negative": 4, "neutral": 0, "positive": 0}  # a negative human only
+    none, nothing = self_training_set(
+        ["x"], ["neutral"], POOL, OWN, min_confidence=0.9, per_human=0
+    )
+    assert len(none) == 1 and nothing.counts == {"negative": 0, "neutral": 0, "positive": 0}
+
+
+def test_self_training_refuses_bad_inputs() -> None:
+    from training.distill import self_training_set
+
+    with pytest.raises(TrainingError, match="shape"):
+        self_training_set(["x"], ["neutral"], POOL, OWN[:3], min_confidence=0.9, per_human=1)
+    with pytest.raises(TrainingError, match="weight"):
+        self_training_set(
+            ["x"], ["neutral"], POOL, OWN, min_confidence=0.9, per_human=1, weight=1.0
+        )
+    with pytest.raises(TrainingError, match="min_confidence"):
+        self_training_set(["x"], ["neutral"], POOL, OWN, min_confidence=0, per_human=1)
