@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.context import Context, Progress
 from orchestrator.errors import StepError
@@ -85,18 +85,9 @@ def distil(
     started = time.monotonic()
     _score_pool(ctx, teacher, progress)
     seconds = time.monotonic() - started
-    pool = ctx.store.candidates(teacher.number, None)  # scored, and in no label task
-    ids = [int(c) for c in pool.chat_ids]
-    chats = ctx.store.chats_by_id(ids)
-    ids = [c for c in ids if c in chats]  # an erasure may have removed one since
-    rows = {int(c): i for i, c in enumerate(pool.chat_ids)}
-    probs = pool.probs[[rows[c] for c in ids]]
+    ids, texts, probs = _opinions(ctx, teacher)
     training_set = distillation_set(
-        [e.text for e in train],
-        [e.label for e in train],
-        [chats[c].text for c in ids],
-        probs,
-        held_out=data.texts,
+        [e.text for e in train], [e.label for e in train], texts, probs, held_out=data.texts
     )
     kept = [ids[i] for i in training_set.pool_rows]
     logger.info(
@@ -115,17 +106,13 @@ def self_train(
     pseudo-labels beside the human labels (none of the evaluation set's texts)."""
     from training import self_training_set
 
-    settings, store = ctx.settings, ctx.store
-    pool = store.candidates(production.number, None)  # scored, and in no label task
-    ids = [int(c) for c in pool.chat_ids]
-    chats = store.chats_by_id(ids)
-    rows = {int(c): i for i, c in enumerate(pool.chat_ids)}
-    ids = [c for c in ids if c in chats]  # an erasure may have removed one since
+    settings = ctx.settings
+    ids, texts, probs = _opinions(ctx, production)
     training_set, pseudo = self_training_set(
         [e.text for e in train],
         [e.label for e in train],
-        [chats[c].text for c in ids],
-        pool.probs[[rows[c] for c in ids]],
+        texts,
+        probs,
         min_confidence=settings.self_training_min_confidence,
         per_human=settings.self_training_per_human,
         held_out=data.texts,
@@ -138,6 +125,16 @@ def self_train(
         pseudo.counts,
     )
     return Distillation(training_set, production, kept, 0.0, pseudo)
+
+
+def _opinions(ctx: Context, version: ModelVersion) -> tuple[list[int], list[str], Any]:
+    """A version's stored opinions of the unlabelled chats: ids, texts, probabilities."""
+    pool = ctx.store.candidates(version.number, None)  # scored, and in no label task
+    ids = [int(c) for c in pool.chat_ids]
+    chats = ctx.store.chats_by_id(ids)
+    rows = {int(c): i for i, c in enumerate(pool.chat_ids)}
+    ids = [c for c in ids if c in chats]  # an erasure may have removed one since
+    return ids, [chats[c].text for c in ids], pool.probs[[rows[c] for c in ids]]
 
 
 def _teacher(

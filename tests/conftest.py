@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import random
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -73,6 +74,21 @@ def airline() -> Path:
     if not (AIRLINE / "pool.csv").is_file():
         pytest.skip(f"airline data not found at {AIRLINE}")
     return AIRLINE
+
+
+def airline_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def dev_sample(airline: Path, dest: Path, n: int, seed: int = 3) -> Path:
+    """A seeded random ``n`` of dev.csv written to ``dest``: a small evaluation file."""
+    rows = random.Random(seed).sample(airline_rows(airline / "dev.csv"), n)
+    with dest.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return dest
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ is under test; benchmarks/distillation.py measures the gain."""
 
 from __future__ import annotations
 
-import csv
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,23 +24,14 @@ from orchestrator.errors import StepError
 from orchestrator.selection import choose
 from orchestrator.settings import load_settings
 from store import AnnotationIn, ChatIn, ErasureIn
+from tests.conftest import airline_rows, dev_sample
 
 pytestmark = pytest.mark.integration
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.fixture
 def ctx(tmp_path: Path, airline: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
-    dev = tmp_path / "dev.csv"
-    rows = random.Random(3).sample(_rows(airline / "dev.csv"), 150)
-    with dev.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    dev = dev_sample(airline, tmp_path / "dev.csv", 150)
     for name, value in {
         "SENTILOOP_HOME": str(tmp_path / "home"),
         "SENTILOOP_EVAL_FILE": str(dev),
@@ -64,7 +54,7 @@ def _quiet(stage: str, done: int, total: int) -> None:
 
 def test_one_distilled_retrain(ctx: Context, airline: Path) -> None:
     store = ctx.store
-    rows = random.Random(5).sample(_rows(airline / "pool.csv"), 400)
+    rows = random.Random(5).sample(airline_rows(airline / "pool.csv"), 400)
     labelled, unlabelled = rows[:120], rows[120:]
     store.add_chats([ChatIn(r["chat_id"], r["text"], {}, None) for r in rows])
     ids = store.chat_ids_by_source([r["chat_id"] for r in rows])

@@ -6,7 +6,6 @@ the evaluation set, and erasing a pseudo-labelled chat flags the version."""
 
 from __future__ import annotations
 
-import csv
 import random
 from collections import Counter
 from collections.abc import Iterator
@@ -19,29 +18,21 @@ from typer.testing import CliRunner
 from orchestrator import registry
 from orchestrator.access import create_operator
 from orchestrator.cli import app
+from orchestrator.cli_common import console
 from orchestrator.context import Context
 from orchestrator.erasure import versions_with_erased
 from orchestrator.evaluation import eval_set
 from orchestrator.settings import ConfigError, load_settings
 from orchestrator.step_score import score
 from store import AnnotationIn, ChatIn, ErasureIn
+from tests.conftest import airline_rows, dev_sample
 
 pytestmark = pytest.mark.integration
 
 
-def _rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
 @pytest.fixture
 def ctx(tmp_path: Path, airline: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Context]:
-    dev = tmp_path / "dev.csv"
-    rows = random.Random(3).sample(_rows(airline / "dev.csv"), 150)
-    with dev.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    dev = dev_sample(airline, tmp_path / "dev.csv", 150)
     for name, value in {
         "SENTILOOP_HOME": str(tmp_path / "home"),
         "SENTILOOP_EVAL_FILE": str(dev),
@@ -52,7 +43,6 @@ def ctx(tmp_path: Path, airline: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
         "SENTILOOP_PROMOTE": "manual",
         "SENTILOOP_TRAIN_EPOCHS": "2",
         "SENTILOOP_TRAIN_MIN_STEPS": "0",
-        "COLUMNS": "250",  # tables on one line each
     }.items():
         monkeypatch.setenv(name, value)
     context = Context.from_settings(load_settings())
@@ -65,9 +55,11 @@ def _quiet(stage: str, done: int, total: int) -> None:
     return None
 
 
-def test_a_self_trained_retrain(ctx: Context, airline: Path) -> None:
+def test_a_self_trained_retrain(
+    ctx: Context, airline: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     store = ctx.store
-    rows = random.Random(5).sample(_rows(airline / "pool.csv"), 400)
+    rows = random.Random(5).sample(airline_rows(airline / "pool.csv"), 400)
     store.add_chats([ChatIn(r["chat_id"], r["text"], {}, None) for r in rows])
     # a pool chat with the text of an evaluation chat: never pseudo-labelled
     held_text = eval_set(ctx, []).texts[0]
@@ -121,6 +113,7 @@ def test_a_self_trained_retrain(ctx: Context, airline: Path) -> None:
     assert sorted(v2.annotation_ids) == list(range(1, 151))
     assert store.lineage(v2.number) == list(range(1, 151))
 
+    monkeypatch.setattr(console, "width", 250)  # tables on one line each
     shown = CliRunner().invoke(app, ["models", "list"])
     assert "self-trained on v1" in shown.output, shown.output
     detail = CliRunner().invoke(app, ["models", "show", str(v2.number)])
