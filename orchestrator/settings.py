@@ -11,7 +11,15 @@ from pathlib import Path
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain import CONSENSUS_METHODS, PII_MODES, STRATEGIES, SentiloopError
+from domain import (
+    COLD_STARTS,
+    CONSENSUS_METHODS,
+    LABEL_DESCRIPTIONS,
+    LABELS,
+    PII_MODES,
+    STRATEGIES,
+    SentiloopError,
+)
 from orchestrator.settings_labelstudio import REPO_ROOT as REPO_ROOT  # the one definition
 from orchestrator.settings_labelstudio import LabelStudioAccess
 from privacy import DEFAULT_PHONE_REGIONS, Masker, PrivacyError
@@ -19,6 +27,15 @@ from privacy import DEFAULT_PHONE_REGIONS, Masker, PrivacyError
 CLASS_BALANCES = ("labels", "even", "off")
 #: Whose probabilities drive selection: the serving model, or (when distilling) its teacher.
 SELECT_WITH = ("serving", "teacher")
+ONE_OF: dict[str, tuple[str, ...]] = {
+    "strategy": STRATEGIES,
+    "cold_start": COLD_STARTS,
+    "pii": PII_MODES,
+    "score_precision": ("fp32", "bf16", "int8", "auto"),
+    "retrain_mode": ("full", "incremental"),
+    "consensus_method": CONSENSUS_METHODS,
+}
+"""Settings that name one of a few choices (the error lists them)."""
 #: Celery queues: the default one (Label Studio sync, cycles) and the one for model work.
 DEFAULT_QUEUE = "celery"
 SCORING_QUEUE = "scoring"
@@ -128,8 +145,15 @@ class Settings(LabelStudioAccess, BaseSettings):
     duplicate_cosine: float = Field(
         0.95, gt=0, le=1, description="Chats this similar never share a batch."
     )
+    cold_start: str = Field(
+        "coverage", description="First batch before any model: zero-shot, coverage or random."
+    )
+    label_descriptions: dict[str, str] = Field(
+        default_factory=lambda: dict(LABEL_DESCRIPTIONS),
+        description="Zero-shot cold start: a short text per label, in the chats' language.",
+    )
     cold_start_sample: int = Field(
-        5000, ge=1, description="Pool chats embedded to choose the first batch by coverage."
+        5000, ge=1, description="Pool chats embedded to choose the first batch."
     )
     stop_kappa: float = Field(0.99, ge=-1, le=1, description="Stopping: kappa threshold.")
     stop_window: int = Field(3, ge=1, description="Stopping: successive versions above it.")
@@ -254,11 +278,21 @@ class Settings(LabelStudioAccess, BaseSettings):
     worker_concurrency: int = Field(1, ge=1)
     log_level: str = "INFO"
 
-    @field_validator("strategy")
+    @field_validator(*ONE_OF)
     @classmethod
-    def _known_strategy(cls, value: str) -> str:
-        if value not in STRATEGIES:
-            raise ValueError(f"must be one of {', '.join(STRATEGIES)}")
+    def _one_of(cls, value: str, info: ValidationInfo) -> str:
+        names = ONE_OF[str(info.field_name)]
+        if value not in names:
+            raise ValueError(f"must be one of {', '.join(names)}")
+        return value
+
+    @field_validator("label_descriptions")
+    @classmethod
+    def _label_descriptions(cls, value: dict[str, str]) -> dict[str, str]:
+        if sorted(value) != sorted(LABELS) or not all(str(v).strip() for v in value.values()):
+            raise ValueError(
+                f"needs a non-empty description of each of {', '.join(LABELS)}, as JSON"
+            )
         return value
 
     @field_validator("class_balance", mode="before")
@@ -270,13 +304,6 @@ class Settings(LabelStudioAccess, BaseSettings):
         if text not in CLASS_BALANCES:
             raise ValueError(f"must be one of {', '.join(CLASS_BALANCES)} (or true/false)")
         return text
-
-    @field_validator("pii")
-    @classmethod
-    def _pii_mode(cls, value: str) -> str:
-        if value not in PII_MODES:
-            raise ValueError(f"must be one of {', '.join(PII_MODES)}")
-        return value
 
     @field_validator("pii_patterns")
     @classmethod
@@ -297,20 +324,6 @@ class Settings(LabelStudioAccess, BaseSettings):
         if unknown:
             raise ValueError(f"unknown region codes {unknown} (use ISO 3166 codes: US, GB, DE)")
         return ",".join(regions)
-
-    @field_validator("score_precision")
-    @classmethod
-    def _precision(cls, value: str) -> str:
-        if value not in ("fp32", "bf16", "int8", "auto"):
-            raise ValueError("must be fp32, bf16, int8 or auto")
-        return value
-
-    @field_validator("retrain_mode")
-    @classmethod
-    def _retrain_mode(cls, value: str) -> str:
-        if value not in ("full", "incremental"):
-            raise ValueError("must be full or incremental")
-        return value
 
     @field_validator("select_with")
     @classmethod
@@ -338,13 +351,6 @@ class Settings(LabelStudioAccess, BaseSettings):
                 value.expanduser().read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise ValueError(f"cannot read {value}: {exc}") from None
-        return value
-
-    @field_validator("consensus_method")
-    @classmethod
-    def _consensus_method(cls, value: str) -> str:
-        if value not in CONSENSUS_METHODS:
-            raise ValueError(f"must be one of {', '.join(CONSENSUS_METHODS)}")
         return value
 
     @field_validator("max_annotations")

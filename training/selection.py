@@ -150,13 +150,23 @@ def _fill(
 
 
 def cold_start(
-    n: int, k: int, *, embeddings: npt.ArrayLike | None = None, seed: int = 0
+    n: int,
+    k: int,
+    *,
+    embeddings: npt.ArrayLike | None = None,
+    class_embeddings: npt.ArrayLike | None = None,
+    seed: int = 0,
 ) -> npt.NDArray[np.int64]:
     """First batch to label before any model exists: ``min(k, n)`` distinct indices.
 
     With ``embeddings`` (n rows, e.g. from the base model) the batch covers the pool: the
     chat nearest each of k k-means centroids, so the first labels span the kinds of chats
-    there are; without them, a random sample.
+    there are; without them, a random sample. With ``class_embeddings`` too (a row per
+    class: the same model's embedding of a short description of each label) it is also
+    class-balanced, zero-shot: a random first batch of skewed chats holds few of the rare
+    classes, and the first rounds decide most of the learning curve. Each class gets an
+    equal share, covering (k-means) the (up to) 4x share of chats most typical of it: those
+    whose similarity to its description most exceeds their similarity to any other.
     """
     check_k(k)
     if n < 0:
@@ -167,17 +177,51 @@ def cold_start(
     emb = np.asarray(embeddings, dtype=np.float32)
     if emb.shape[0] != n:
         raise TrainingError(f"{emb.shape[0]} embeddings for a pool of {n}")
+    if class_embeddings is None:
+        return _coverage(emb, np.arange(n), k, seed)
+    classes = np.asarray(class_embeddings, dtype=np.float32)
+    if classes.ndim != 2 or classes.shape[1] != emb.shape[1] or len(classes) < 2:
+        raise TrainingError(
+            f"class embeddings of shape {classes.shape} for embeddings of width {emb.shape[1]}"
+        )
+    sims = emb @ classes.T
+    picked: list[int] = []
+    taken: set[int] = set()
+    quotas = [k // len(classes) + (c < k % len(classes)) for c in range(len(classes))]
+    for c, quota in enumerate(quotas):
+        # how much more like this label's description than any other's: ranking by it
+        # ignores how close a description is to chats in general
+        margin = sims[:, c] - np.delete(sims, c, axis=1).max(axis=1)
+        ranked = [int(i) for i in np.argsort(-margin, kind="stable") if int(i) not in taken]
+        closest = [i for i in ranked[: 4 * quota] if margin[i] > 0]  # nearer it than any other
+        typical = np.asarray(closest if len(closest) >= quota else ranked[:quota], dtype=np.int64)
+        chosen = [int(i) for i in _coverage(emb, typical, quota, seed)]
+        picked += chosen
+        taken.update(chosen)
+    return np.asarray(picked, dtype=np.int64)
+
+
+def _coverage(
+    emb: npt.NDArray[np.float32], among: npt.NDArray[np.int64], k: int, seed: int
+) -> npt.NDArray[np.int64]:
+    """``k`` of the indices ``among``: the one nearest each of k k-means centroids of their
+    embeddings."""
+    if k <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if k >= len(among):
+        return np.asarray(among, dtype=np.int64)
     from sklearn.cluster import KMeans
 
-    model = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=50).fit(emb)
-    centers = model.cluster_centers_
-    dist = (centers**2).sum(1)[None, :] - 2 * (emb @ centers.T)  # squared distance - |e|^2
+    sub = emb[among]
+    centers = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=50).fit(sub)
+    centers_ = centers.cluster_centers_
+    dist = (centers_**2).sum(1)[None, :] - 2 * (sub @ centers_.T)  # squared distance - |e|^2
     picked: list[int] = []
     used: set[int] = set()
     for c in range(k):
         for i in np.argsort(dist[:, c], kind="stable"):
             if int(i) not in used:
-                picked.append(int(i))
+                picked.append(int(among[i]))
                 used.add(int(i))
                 break
     return np.asarray(picked, dtype=np.int64)

@@ -155,6 +155,39 @@ def test_cold_start() -> None:
     assert sorted(cold_start(3, 10).tolist()) == [0, 1, 2]
 
 
+def _skewed_pool() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """90 chats near class 0's direction, 8 near class 1's, 2 near class 2's (unit rows)."""
+    rng = np.random.default_rng(0)
+    classes = np.eye(3, 8, dtype=np.float32)
+    truth = np.asarray([0] * 90 + [1] * 8 + [2] * 2)
+    emb = classes[truth] + 0.3 * rng.normal(size=(100, 8)).astype(np.float32)
+    return emb / np.linalg.norm(emb, axis=1, keepdims=True), classes, truth
+
+
+def test_cold_start_coverage_spans_the_pool() -> None:
+    emb, _, truth = _skewed_pool()
+    picked = cold_start(100, 9, embeddings=emb, seed=1)
+    assert len(set(picked.tolist())) == 9
+    assert picked.tolist() == cold_start(100, 9, embeddings=emb, seed=1).tolist()
+    assert np.bincount(truth[picked], minlength=3)[1] >= 1  # the 8% class has a centroid
+
+
+def test_cold_start_zero_shot_balances_the_classes() -> None:
+    emb, classes, truth = _skewed_pool()
+    picked = cold_start(100, 9, embeddings=emb, class_embeddings=classes, seed=1)
+    assert len(set(picked.tolist())) == 9
+    counts = np.bincount(truth[picked], minlength=3).tolist()
+    assert counts[1] >= 2 and counts[2] >= 1, counts  # a random 9 holds about 0.9 and 0.2
+    random_counts = np.bincount(truth[cold_start(100, 9, seed=1)], minlength=3)
+    assert counts[1] + counts[2] > random_counts[1] + random_counts[2]
+
+
+def test_cold_start_rejects_class_embeddings_of_another_width() -> None:
+    emb, _, _ = _skewed_pool()
+    with pytest.raises(TrainingError, match="class embeddings"):
+        cold_start(100, 9, embeddings=emb, class_embeddings=np.eye(3, 5), seed=1)
+
+
 def test_resolve_model_path(tmp_path: Path) -> None:
     packaged = resolve_model_path(DEFAULT_BASE_MODEL)
     assert (Path(packaged) / "config.json").is_file()
