@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{pick_device(args.device)}",
         f"data: pool {len(data.pool_texts)} chats (gold labels play the annotator), test "
         f"{len(data.test_texts)} chats",
-        f"strategies {strategies}, seeds {seeds}; {args.seed_size} random seed labels, "
+        f"strategies {strategies}, seeds {seeds}; {args.seed_size} seed labels (random "
+        "unless the arm names a cold start), "
         f"+{args.step} per round to {args.budget}; candidates per round: "
         + (f"a fresh random {args.candidates} of the unlabelled pool" if args.candidates else "all")
         + f"; class balance {args.class_balance} unless named (never for random); "

@@ -44,7 +44,7 @@ def _stopping_lines(rows: list[dict[str, Any]], strategies: list[str], window: i
     return out
 
 
-class _Rows:
+class Curves:
     """The run's rows, by strategy, seed and budget."""
 
     def __init__(self, rows: list[dict[str, Any]]) -> None:
@@ -109,7 +109,7 @@ def summarise(
     stop_window: int = 3,
 ) -> list[str]:
     """The table and the verdict on each target, as printed lines."""
-    data = _Rows(rows)
+    data = Curves(rows)
     budgets, mean = data.budgets, data.mean
     top = budgets[-1]
     out: list[str] = []

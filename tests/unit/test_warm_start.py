@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections import Counter
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 
-from benchmarks.active_learning_arms import split_arm
+from benchmarks.active_learning_arms import first_labels, split_arm
+from benchmarks.active_learning_report import Curves
 from orchestrator.retrain import replay_sample
 from store import TrainingExample
 
@@ -57,3 +59,34 @@ def test_benchmark_arms_are_named_after_a_plus() -> None:
         split_arm("diverse+magic")
     with pytest.raises(ValueError, match="measured apart"):
         split_arm("diverse+self+warm")
+    assert split_arm("diverse+warm+zero-shot") == ("diverse", frozenset({"warm", "zero-shot"}))
+    with pytest.raises(ValueError, match="one cold start"):
+        split_arm("diverse+coverage+zero-shot")
+
+
+def test_benchmark_cold_starts_share_the_sample_and_random_is_the_old_draw() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(400, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.eye(3, 8, dtype=np.float32)
+    random_first = first_labels(frozenset({"warm"}), 3, 30, emb, labels)
+    assert random_first == [int(i) for i in np.random.default_rng([3, 7]).choice(400, 30, False)]
+    for arm in ("coverage", "zero-shot"):
+        picked = first_labels(frozenset({arm}), 3, 30, emb, labels)
+        assert len(set(picked)) == 30 and all(0 <= i < 400 for i in picked)
+        assert picked == first_labels(frozenset({arm, "warm"}), 3, 30, emb, labels)
+    assert first_labels(frozenset({"zero-shot"}), 3, 30, emb, labels) != first_labels(
+        frozenset({"coverage"}), 3, 30, emb, labels
+    )
+
+
+def test_benchmark_pairs_each_arm_with_random_seed_by_seed() -> None:
+    rows = [
+        {"strategy": s, "seed": seed, "labels": b, "macro_f1": f1, "dev_macro_f1": f1}
+        for seed, base in ((0, 0.60), (1, 0.70))
+        for b in (100, 200)
+        for s, f1 in (("random", base), ("arm", base + (0.02 if seed == 0 else -0.01)))
+    ]
+    mean, std, better, n = Curves(rows).paired("arm", "macro_f1")
+    assert (round(mean, 4), round(std, 4), better, n) == (0.005, 0.015, 1, 2)
+    assert Curves(rows).paired("arm", "macro_f1", 200)[2:] == (1, 2)
