@@ -202,7 +202,8 @@ def run_one(
         rows.append(row)
         print(
             f"  {strategy:<8} seed {seed} labels {budget:>5}: macro-F1 {row['macro_f1']:.3f} "
-            f"acc {row['accuracy']:.3f} kappa {row['kappa_previous']} "
+            f"acc {row['accuracy']:.3f} dev macro-F1 {row['dev_macro_f1']:.3f} "
+            f"kappa {row['kappa_previous']} "
             f"(train {row['train_s']} s, select {row['select_s']} s)",
             flush=True,
         )
@@ -292,8 +293,13 @@ def _job(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    p.add_argument("--strategies", default="random,diverse", help="comma-separated")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
+    p.add_argument(
+        "--strategies",
+        default="random,diverse+warm",
+        help="comma-separated; the default: random sampling against the loop's default "
+        "(diverse, each round warm-started from the last with replay)",
+    )
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     p.add_argument("--seed-size", type=int, default=100, help="random labels to start from")
     p.add_argument("--step", type=int, default=100, help="labels added per round")
     p.add_argument("--budget", type=int, default=1000, help="largest number of labels")
@@ -431,10 +437,10 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 rows += result
                 _write_rows(csv_path, rows)  # a run stopped early keeps its finished curves
-    rows = [r for r in rows if r["strategy"] in strategies and int(r["seed"]) in seeds]
     order = {s: i for i, s in enumerate(strategies)}
-    rows.sort(key=lambda r: (order[r["strategy"]], r["seed"], r["labels"]))
-    _write_rows(csv_path, rows)
+    rows.sort(key=lambda r: (order.get(r["strategy"], len(order)), r["seed"], r["labels"]))
+    _write_rows(csv_path, rows)  # resumed curves of other arms or seeds stay in the file
+    rows = [r for r in rows if r["strategy"] in strategies and int(r["seed"]) in seeds]
     minutes = (time.perf_counter() - started) / 60
     lines = summarise(rows, strategies, full, args.stop_window)
     lines.append(f"wall time: {minutes:.1f} min" + (" (this run; curves resumed)" if done else ""))
