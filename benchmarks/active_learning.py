@@ -295,9 +295,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument(
         "--strategies",
-        default="random,diverse+warm",
+        default="random,diverse+warm+zero-shot",
         help="comma-separated; the default: random sampling against the loop's default "
-        "(diverse, each round warm-started from the last with replay)",
+        "(a zero-shot cold start, then diverse, each round warm-started from the last "
+        "with replay)",
     )
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds")
     p.add_argument("--seed-size", type=int, default=100, help="random labels to start from")

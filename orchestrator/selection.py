@@ -32,7 +32,7 @@ class Batch:
 
 
 def choose(ctx: Context, project: int, room: int, cycle_id: str | None = None) -> Batch:
-    """The next ``room`` chats for ``project``: by coverage before any model exists,
+    """The next ``room`` chats for ``project``: by the cold start before any model exists,
     then by the configured strategy over the production model's predictions."""
     settings, store = ctx.settings, ctx.store
     production = store.production()

@@ -146,7 +146,7 @@ class Settings(LabelStudioAccess, BaseSettings):
         0.95, gt=0, le=1, description="Chats this similar never share a batch."
     )
     cold_start: str = Field(
-        "coverage", description="First batch before any model: zero-shot, coverage or random."
+        "zero-shot", description="First batch before any model: zero-shot, coverage or random."
     )
     label_descriptions: dict[str, str] = Field(
         default_factory=lambda: dict(LABEL_DESCRIPTIONS),
